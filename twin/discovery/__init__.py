@@ -1,0 +1,128 @@
+"""Discovery sources: one module per source, the same steps in each.
+
+Every module exposes
+
+``collect(path) -> Raw``
+    The only step that does I/O: read the file (or, for live collectors,
+    query the network) and return the raw content with its modification time.
+``transform(raw, *, origin, seen_at=None, **options) -> ImportResult``
+    Pure: parse the raw content into observations (and aggregated flows),
+    recording every skipped record as an :class:`ImportIssue`.
+``import_file(path, **options) -> ImportResult``
+    ``transform(collect(path))``.
+
+:func:`detect_format` picks the module for a file from its name and first
+bytes; :func:`import_path` runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.exceptions import InputFormatError
+from twin.model.observation import ImportResult
+
+__all__ = ["Raw", "FORMATS", "detect_format", "import_path", "read_raw"]
+
+# Format name -> module under twin.discovery that reads it.
+FORMATS = {
+    "snmprec": "snmp",
+    "snmpwalk": "snmp",
+    "lldpd-json": "lldp",
+    "nmap-xml": "scan",
+    "zeek-conn": "flows",
+    "nfdump-csv": "flows",
+    "inventory-csv": "inventory",
+}
+
+# Bytes read from the head of a file to detect its format.
+SNIFF_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Raw content of one discovery file."""
+
+    path: str
+    data: bytes
+    mtime: float
+
+
+def read_raw(path: str | Path) -> Raw:
+    """Read a whole file as bytes, with its modification time."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        raise InputFormatError(path, f"cannot read file: {exc.strerror}; check the path and permissions") from None
+    return Raw(str(path), data, mtime)
+
+
+def detect_format(path: str | Path) -> str | None:
+    """Return the format name of a discovery file, or None when it is not one.
+
+    Detection uses the extension first and then the first bytes, so files
+    keep working when renamed.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError:
+        return None
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    suffix = path.suffix.lower()
+    name = path.name.lower()
+
+    if suffix == ".snmprec":
+        return "snmprec"
+    if suffix == ".xml" or stripped.startswith("<?xml") or "<nmaprun" in text:
+        return "nmap-xml" if "<nmaprun" in text else None
+    if text.startswith("#separator") or "#fields\tts\tuid" in text:
+        return "zeek-conn"
+    first_line = stripped.split("\n", 1)[0]
+    if first_line.startswith("{") and '"id.orig_h"' in first_line:
+        return "zeek-conn"
+    if stripped.startswith("{") or stripped.startswith("["):
+        if '"lldp"' in text or '"interface"' in text:
+            return "lldpd-json"
+        return None
+    if first_line.startswith(".1.3.6.1") or first_line.startswith("1.3.6.1") or first_line.startswith("iso."):
+        if "|" in first_line and not (" = " in first_line):
+            return "snmprec"
+        return "snmpwalk"
+    lowered = first_line.lower()
+    if lowered.startswith("ts,te,td,sa,da,sp,dp,pr") or lowered.startswith("firstseen,") or "nfdump" in name:
+        return "nfdump-csv"
+    if suffix == ".csv" and ("asset" in lowered or "serial" in lowered or "inventory" in name or "cmms" in name):
+        return "inventory-csv"
+    return None
+
+
+def module_for(fmt: str):
+    """Return the discovery module that reads ``fmt``."""
+    try:
+        name = FORMATS[fmt]
+    except KeyError:
+        raise InputFormatError("<format>", f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}") from None
+    return importlib.import_module(f"twin.discovery.{name}")
+
+
+def import_path(path: str | Path, fmt: str | None = None, **options) -> ImportResult:
+    """Detect the format of ``path`` (unless given) and import it."""
+    fmt = fmt or detect_format(path)
+    if fmt is None:
+        raise InputFormatError(
+            path,
+            "unrecognised discovery file; expected nmap XML, snmprec, snmpwalk -On text, "
+            "lldpcli JSON, Zeek conn.log, nfdump CSV or an inventory CSV",
+        )
+    module = module_for(fmt)
+    return module.import_file(path, fmt=fmt, **options)
+
+

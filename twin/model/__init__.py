@@ -1,0 +1,1 @@
+"""The twin's data model: graph schema, observations, site configuration."""

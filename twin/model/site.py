@@ -1,0 +1,510 @@
+"""Site configuration: scopes, segments, criticality, attack-path ends, policy.
+
+One YAML file per site (``site.yaml`` in the site folder), validated with
+pydantic. :func:`load_site` reports every error with the file, the line and
+the field, so a user can fix the file without guessing.
+
+Selectors
+---------
+Policy rules, entry points and targets select devices with a *selector*: a
+mapping whose keys are ANDed and whose list values are ORed, or one of the
+shorthand strings ``any``, ``internet``, ``segment:ID``, ``zone:NAME``,
+``class:DEVICE_CLASS``, ``device:ID_OR_IP_OR_HOSTNAME``,
+``criticality:LEVEL`` and ``cidr:PREFIX``.
+
+>>> Selector.parse("zone:clinical").zone
+['clinical']
+>>> Selector.parse({"segment": "pumps", "device_class": ["infusion_pump"]}).segment
+['pumps']
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from twin.exceptions import ConfigError
+
+__all__ = [
+    "SiteConfig",
+    "Segment",
+    "Selector",
+    "PolicyRule",
+    "Policy",
+    "ServiceSpec",
+    "NAMED_SERVICES",
+    "CRITICALITY_LEVELS",
+    "load_site",
+    "parse_site",
+]
+
+CRITICALITY_LEVELS = ("life_critical", "high", "medium", "low")
+
+# Named services that policy rules may use in place of proto/port. Ports are
+# the IANA assignments plus the ports medical vendors use in practice
+# (DICOM on 104 and 11112, HL7 MLLP on 2575).
+NAMED_SERVICES: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "dicom": (("tcp", 104, 104), ("tcp", 11112, 11112)),
+    "hl7-mllp": (("tcp", 2575, 2575),),
+    "http": (("tcp", 80, 80), ("tcp", 8080, 8080)),
+    "https": (("tcp", 443, 443), ("tcp", 8443, 8443)),
+    "ssh": (("tcp", 22, 22),),
+    "telnet": (("tcp", 23, 23),),
+    "ftp": (("tcp", 21, 21),),
+    "smtp": (("tcp", 25, 25), ("tcp", 587, 587)),
+    "dns": (("udp", 53, 53), ("tcp", 53, 53)),
+    "ntp": (("udp", 123, 123),),
+    "snmp": (("udp", 161, 161),),
+    "snmp-trap": (("udp", 162, 162),),
+    "syslog": (("udp", 514, 514), ("tcp", 6514, 6514)),
+    "ldap": (("tcp", 389, 389), ("tcp", 636, 636)),
+    "kerberos": (("tcp", 88, 88), ("udp", 88, 88)),
+    "smb": (("tcp", 445, 445),),
+    "rdp": (("tcp", 3389, 3389),),
+    "vnc": (("tcp", 5900, 5900),),
+    "sip": (("udp", 5060, 5060), ("tcp", 5060, 5060), ("tcp", 5061, 5061)),
+    "mqtt": (("tcp", 1883, 1883), ("tcp", 8883, 8883)),
+    "bacnet": (("udp", 47808, 47808),),
+    "modbus": (("tcp", 502, 502),),
+    "printing": (("tcp", 9100, 9100), ("tcp", 631, 631), ("tcp", 515, 515)),
+    "dhcp": (("udp", 67, 68),),
+    "icmp": (("icmp", 0, 0),),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _as_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, (str, int)):
+        return [value]
+    return value
+
+
+class Selector(_Strict):
+    """Devices a policy rule, entry point or target applies to.
+
+    Keys are ANDed; list values within one key are ORed. ``any`` matches
+    every device, ``internet`` matches every External endpoint.
+    """
+
+    any: bool = False
+    internet: bool = False
+    segment: list[str] = Field(default_factory=list)
+    zone: list[str] = Field(default_factory=list)
+    device_class: list[str] = Field(default_factory=list)
+    device: list[str] = Field(default_factory=list)
+    criticality: list[str] = Field(default_factory=list)
+    cidr: list[str] = Field(default_factory=list)
+    building: list[str] = Field(default_factory=list)
+
+    @field_validator("segment", "zone", "device_class", "device", "criticality", "cidr", "building", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [str(v) for v in _as_list(value)]
+
+    @field_validator("cidr")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"invalid prefix {text!r}; expected CIDR notation such as 10.20.0.0/16") from None
+        return value
+
+    @field_validator("criticality")
+    @classmethod
+    def _check_criticality(cls, value: list[str]) -> list[str]:
+        for level in value:
+            if level not in CRITICALITY_LEVELS:
+                raise ValueError(f"unknown criticality {level!r}; valid: {', '.join(CRITICALITY_LEVELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Selector":
+        fields = (self.segment, self.zone, self.device_class, self.device, self.criticality, self.cidr, self.building)
+        if not (self.any or self.internet or any(fields)):
+            raise ValueError(
+                "empty selector; set one of any, internet, segment, zone, device_class, device, criticality, cidr, building"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, value: Any) -> "Selector":
+        """Build a selector from a mapping or a shorthand string."""
+        if isinstance(value, Selector):
+            return value
+        return cls.model_validate(_selector_input(value))
+
+    def describe(self) -> str:
+        """Return the selector in shorthand form, for tables and messages."""
+        if self.any:
+            return "any"
+        parts = ["internet"] if self.internet else []
+        for key in ("segment", "zone", "device_class", "device", "criticality", "cidr", "building"):
+            values = getattr(self, key)
+            if values:
+                parts.append(f"{key}:{'|'.join(values)}")
+        return " & ".join(parts)
+
+
+_SHORTHAND_KEYS = {
+    "segment": "segment",
+    "zone": "zone",
+    "class": "device_class",
+    "device_class": "device_class",
+    "device": "device",
+    "criticality": "criticality",
+    "cidr": "cidr",
+    "building": "building",
+}
+
+
+def _selector_input(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("any", "*"):
+            return {"any": True}
+        if text == "internet":
+            return {"internet": True}
+        key, sep, rest = text.partition(":")
+        if sep and key in _SHORTHAND_KEYS:
+            return {_SHORTHAND_KEYS[key]: rest}
+        raise ValueError(
+            f"invalid selector {value!r}; expected any, internet, or KEY:VALUE with KEY one of "
+            + ", ".join(sorted(_SHORTHAND_KEYS))
+        )
+    return value
+
+
+class ServiceSpec(BaseModel):
+    """A protocol and inclusive port range, parsed from ``tcp/443``, ``udp/1000-2000`` or a name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    proto: str
+    port_min: int
+    port_max: int
+    label: str
+
+    def matches(self, proto: str, port: int) -> bool:
+        if self.proto not in ("any", proto):
+            return False
+        return self.port_min <= int(port) <= self.port_max
+
+    @classmethod
+    def parse_many(cls, text: str) -> list["ServiceSpec"]:
+        text = str(text).strip().lower()
+        if text in ("any", "*"):
+            return [cls(proto="any", port_min=0, port_max=65535, label="any")]
+        if text in NAMED_SERVICES:
+            return [cls(proto=p, port_min=a, port_max=b, label=text) for p, a, b in NAMED_SERVICES[text]]
+        proto, sep, ports = text.partition("/")
+        if not sep or proto not in ("tcp", "udp", "icmp", "sctp", "any"):
+            raise ValueError(
+                f"invalid service {text!r}; expected PROTO/PORT such as tcp/443 or udp/1000-2000, "
+                f"or a name: any, {', '.join(sorted(NAMED_SERVICES))}"
+            )
+        low, dash, high = ports.partition("-")
+        try:
+            port_min = int(low)
+            port_max = int(high) if dash else port_min
+        except ValueError:
+            raise ValueError(f"invalid port in service {text!r}; expected a number or a range such as 1000-2000") from None
+        if not (0 <= port_min <= port_max <= 65535):
+            raise ValueError(f"invalid port range in service {text!r}; expected 0-65535 with low <= high")
+        return [cls(proto=proto, port_min=port_min, port_max=port_max, label=text)]
+
+
+class PolicyRule(_Strict):
+    """One ordered rule of the site policy. The first matching rule decides."""
+
+    name: str
+    action: Literal["allow", "deny"]
+    from_: Selector = Field(alias="from")
+    to: Selector
+    services: list[str] = Field(default_factory=lambda: ["any"])
+    required: bool = False
+    description: str = ""
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _parse_selector(cls, value: Any) -> Any:
+        return _selector_input(value)
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [str(v) for v in _as_list(value)]
+
+    @field_validator("services")
+    @classmethod
+    def _check_services(cls, value: list[str]) -> list[str]:
+        for text in value:
+            ServiceSpec.parse_many(text)
+        return value
+
+    @model_validator(mode="after")
+    def _required_is_allow(self) -> "PolicyRule":
+        if self.required and self.action != "allow":
+            raise ValueError(f"rule {self.name!r} is required but its action is deny; a required workflow must be allowed")
+        return self
+
+    def service_specs(self) -> list[ServiceSpec]:
+        specs: list[ServiceSpec] = []
+        for text in self.services:
+            specs.extend(ServiceSpec.parse_many(text))
+        return specs
+
+
+class Policy(_Strict):
+    """Ordered segmentation policy. First match wins; otherwise the defaults apply.
+
+    ``default_action`` applies to traffic between different segments (and to
+    and from the internet); ``intra_segment`` applies within one segment when
+    no rule matches.
+    """
+
+    default_action: Literal["allow", "deny"] = "deny"
+    intra_segment: Literal["allow", "deny"] = "allow"
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Policy":
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"duplicate rule name {rule.name!r}; rule names must be unique")
+            seen.add(rule.name)
+        return self
+
+
+class Segment(_Strict):
+    """A network segment: prefixes, VLANs, zone and the device classes that belong in it."""
+
+    id: str
+    name: str = ""
+    cidrs: list[str] = Field(default_factory=list)
+    vlan_ids: list[int] = Field(default_factory=list)
+    zone: str = "unassigned"
+    building: str | None = None
+    designated_classes: list[str] = Field(default_factory=list)
+    trust: Literal["high", "medium", "low", "untrusted"] = "medium"
+
+    @field_validator("cidrs", "designated_classes", "vlan_ids", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        out = []
+        for text in value:
+            try:
+                out.append(str(ipaddress.ip_network(str(text), strict=False)))
+            except ValueError:
+                raise ValueError(f"invalid prefix {text!r}; expected CIDR notation such as 10.20.0.0/24") from None
+        return out
+
+    @field_validator("vlan_ids")
+    @classmethod
+    def _check_vlans(cls, value: list[int]) -> list[int]:
+        for vlan in value:
+            if not 1 <= int(vlan) <= 4094:
+                raise ValueError(f"invalid VLAN id {vlan}; expected 1-4094")
+        return value
+
+
+class CriticalityRule(_Strict):
+    """Assign a criticality to devices matched by a selector. First match wins."""
+
+    match: Selector
+    criticality: Literal["life_critical", "high", "medium", "low"]
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _parse_selector(cls, value: Any) -> Any:
+        return _selector_input(value)
+
+
+class Criticality(_Strict):
+    default: Literal["life_critical", "high", "medium", "low"] = "low"
+    rules: list[CriticalityRule] = Field(default_factory=list)
+
+
+class AttackPaths(_Strict):
+    """Entry points, targets and bounds for attack-path analysis."""
+
+    entry_points: list[Selector] = Field(default_factory=list)
+    targets: list[Selector] = Field(default_factory=list)
+    max_hops: int = Field(default=6, ge=1, le=12)
+    k: int = Field(default=3, ge=1, le=50)
+    max_paths: int = Field(default=2000, ge=1, le=100000)
+
+    @field_validator("entry_points", "targets", mode="before")
+    @classmethod
+    def _parse_selectors(cls, value: Any) -> Any:
+        return [_selector_input(v) for v in _as_list(value)]
+
+
+class External(_Strict):
+    """Which addresses count as internal, and which external endpoints are expected."""
+
+    internal_cidrs: list[str] = Field(default_factory=list)
+    allowlist: list[str] = Field(default_factory=list)
+
+
+class Discovery(_Strict):
+    """Active discovery scope. An empty scope means no active discovery."""
+
+    scopes: list[str] = Field(default_factory=list)
+    allow_public: bool = False
+    exclude: list[str] = Field(default_factory=list)
+
+
+class Inventory(_Strict):
+    """Column mapping for a CMMS asset-inventory export: field name to CSV header."""
+
+    column_map: dict[str, str] = Field(default_factory=dict)
+
+
+class Classification(_Strict):
+    """Extra classification rules: host-name regex patterns per device class."""
+
+    hostname_patterns: dict[str, list[str]] = Field(default_factory=dict)
+    model_patterns: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Resolution(_Strict):
+    """Identity-resolution settings."""
+
+    ip_time_window_s: float = Field(default=86400.0, gt=0, description="Seconds within which two observations of one IP are one device.")
+
+
+class SiteInfo(_Strict):
+    name: str
+    timezone: str = "UTC"
+    description: str = ""
+
+
+class SiteConfig(_Strict):
+    """A whole site configuration file."""
+
+    site: SiteInfo
+    discovery: Discovery = Field(default_factory=Discovery)
+    credentials: dict[str, Any] = Field(default_factory=dict)
+    segments: list[Segment] = Field(default_factory=list)
+    criticality: Criticality = Field(default_factory=Criticality)
+    classification: Classification = Field(default_factory=Classification)
+    external: External = Field(default_factory=External)
+    attack_paths: AttackPaths = Field(default_factory=AttackPaths)
+    policy: Policy = Field(default_factory=Policy)
+    inventory: Inventory = Field(default_factory=Inventory)
+    resolution: Resolution = Field(default_factory=Resolution)
+    path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "SiteConfig":
+        ids = [s.id for s in self.segments]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate segment id(s) {', '.join(duplicates)}; segment ids must be unique")
+        known = set(ids)
+        selectors: list[tuple[str, Selector]] = []
+        for rule in self.policy.rules:
+            selectors += [(f"policy rule {rule.name!r}", rule.from_), (f"policy rule {rule.name!r}", rule.to)]
+        selectors += [("attack_paths.entry_points", s) for s in self.attack_paths.entry_points]
+        selectors += [("attack_paths.targets", s) for s in self.attack_paths.targets]
+        for where, selector in selectors:
+            for seg in selector.segment:
+                if seg not in known:
+                    raise ValueError(f"{where} names segment {seg!r}, which is not defined; known: {', '.join(sorted(known))}")
+        return self
+
+    def segment(self, segment_id: str) -> Segment:
+        for seg in self.segments:
+            if seg.id == segment_id:
+                return seg
+        raise KeyError(f"no segment {segment_id!r}; known: {', '.join(s.id for s in self.segments)}")
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each YAML path (keys and list indices) to its 1-based line."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node, path):
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = path + (key.value,)
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, path + (index,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _loc_to_path(loc: tuple) -> tuple:
+    # pydantic reports the alias-less field name "from_" for the "from" key.
+    return tuple("from" if part == "from_" else part for part in loc)
+
+
+def parse_site(text: str, path: str = "<string>") -> SiteConfig:
+    """Parse and validate site YAML text; raise ConfigError naming file, line and field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with at least 'site: {{name: ...}}', got {type(data).__name__}")
+    try:
+        config = SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_map(text)
+        messages = []
+        for error in exc.errors():
+            loc = _loc_to_path(tuple(p for p in error["loc"] if not isinstance(p, str) or not p.startswith("function-")))
+            line = None
+            for cut in range(len(loc), -1, -1):
+                if loc[:cut] in lines:
+                    line = lines[loc[:cut]]
+                    break
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            msg = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                msg = "unknown field; check the spelling against the site configuration reference in docs/site-config.md"
+            where = f"{path}:{line}" if line else path
+            messages.append(f"{where}: field {field}: {msg}")
+        raise ConfigError("invalid site configuration:\n  " + "\n  ".join(messages)) from None
+    config.path = path
+    return config
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Load a site configuration from a YAML file or a site folder holding ``site.yaml``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "site.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: site configuration not found; create site.yaml in the site folder (see docs/site-config.md)")
+    return parse_site(path.read_text(encoding="utf-8"), str(path))
