@@ -246,8 +246,9 @@ RELATIONSHIPS = (
         table="communications",
         start=("src_id",),
         end=("dst_id",),
-        description="Flows aggregated per (proto, dst_port).",
+        description="Flows aggregated per (proto, dst_port). src_id and dst_id hold a device_id or, for External endpoints, the address.",
         properties=(
+            Property("src_kind", "str", "device or external (inbound traffic from the internet)."),
             Property("dst_kind", "str", "device or external."),
             Property("proto", "str", "tcp, udp, icmp or another protocol name."),
             Property("dst_port", "int", "Destination port, 0 when the protocol has none."),
