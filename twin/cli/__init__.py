@@ -1,1 +1,1 @@
-
+"""The ``twin`` command line."""

@@ -1,0 +1,382 @@
+"""``twin``: build the hospital network twin and report what is wrong with it.
+
+Results go to stdout, progress and diagnostics to stderr.
+
+Exit codes
+----------
+0  success
+1  the command failed (invalid site configuration, missing workspace, ...)
+2  invalid command-line usage
+3  findings at or above ``--fail-on`` exist
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from twin import __version__
+from twin.api import WORKSPACE_ENV, Workspace, default_workspace
+from twin.exceptions import TwinError
+
+app = typer.Typer(
+    help="iomt-twin: a network digital twin for hospital and medical-IoT security.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+show_app = typer.Typer(help="Show one item of the twin with all its evidence.", no_args_is_help=True)
+app.add_typer(show_app, name="show")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+EXIT_ERROR = 1
+
+WorkspaceOption = typer.Option(
+    None,
+    "--workspace",
+    "-w",
+    help=f"Workspace file. Default: ${WORKSPACE_ENV} or .twin/workspace.sqlite.",
+    envvar=WORKSPACE_ENV,
+)
+SnapshotOption = typer.Option(None, "--snapshot", "-s", help="Snapshot (run id or prefix, 'latest', 'previous'). Default: latest.")
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _workspace(path: Optional[Path]) -> Workspace:
+    return Workspace(path or default_workspace())
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Log more: -v for INFO, -vv for DEBUG."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose == 0:
+        # Per-record warnings are summarised in the build table instead.
+        logging.getLogger("twin").setLevel(logging.ERROR)
+    if version:
+        out.print(f"iomt-twin {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help())
+        raise typer.Exit(0)
+
+
+@app.command()
+def build(
+    site_dir: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml and discovery files."),
+    workspace: Optional[Path] = WorkspaceOption,
+) -> None:
+    """Import a site's discovery files, resolve devices, and commit a new snapshot."""
+    ws = _workspace(workspace)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            files_task = progress.add_task("importing", total=None)
+            stage_task = None
+
+            def on_file(path: Path, index: int, total: int) -> None:
+                progress.update(files_task, total=total, completed=index, description=f"importing {path.name}")
+
+            def on_stage(stage: str) -> None:
+                nonlocal stage_task
+                progress.update(files_task, completed=progress.tasks[0].total or 0, description="imported")
+                if stage_task is None:
+                    stage_task = progress.add_task("resolving", total=None)
+                progress.update(stage_task, description=f"resolving: {stage}")
+
+            result = ws.build(site_dir, on_file=on_file, on_stage=on_stage)
+    except TwinError as exc:
+        _fail(exc)
+
+    table = Table(title=f"Imported files ({result.site})", show_lines=False)
+    for col in ("file", "format", "records", "skipped", "note"):
+        table.add_column(col, justify="right" if col in ("records", "skipped") else "left")
+    for f in result.files:
+        note = f.error or (f.issues[0] if f.issues else "")
+        table.add_row(_relative(f.path, site_dir), f.format or "-", str(f.records_read), str(f.records_skipped), note[:100])
+    err.print(table)
+    stats = result.stats
+    for conflict in result.conflicts[:10]:
+        err.print(f"[yellow]conflict:[/yellow] {conflict}", highlight=False)
+    if len(result.conflicts) > 10:
+        err.print(f"[yellow]... and {len(result.conflicts) - 10} more conflicts[/yellow]")
+    out.print(
+        f"snapshot {result.run_id}: {stats.get('devices', 0)} devices, {stats.get('communications', 0)} communications, "
+        f"{stats.get('links', 0)} links, {stats.get('services', 0)} services, {len(result.conflicts)} conflicts "
+        f"-> {result.workspace}",
+        highlight=False,
+    )
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return path
+
+
+def _findings(ws: Workspace, snapshot: Optional[str], queries: Optional[list[str]]):
+    from twin.analysis import CATALOGUE
+
+    if queries:
+        unknown = [q for q in queries if q not in CATALOGUE]
+        if unknown:
+            raise typer.BadParameter(f"unknown query {', '.join(unknown)}; known: {', '.join(CATALOGUE)}", param_hint="--query")
+    return ws.findings(snapshot, names=queries or None)
+
+
+def _context(ws: Workspace, snapshot: Optional[str]):
+    from twin.report import ImportSummary, ReportContext, TwinCounts, describe_queries
+
+    twin = ws.twin(snapshot)
+    with ws.store() as store:
+        files = store.import_files(twin.run_id)
+    devices = twin.devices
+    counts = TwinCounts(
+        devices=len(devices),
+        segments=len(twin.segments),
+        communications=len(twin.communications),
+        services=len(twin.services),
+        by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
+        by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
+    )
+    imports = [
+        ImportSummary(
+            path=f["path"],
+            format=f["format"] or "unrecognised",
+            records_read=f["records_read"] or 0,
+            records_skipped=f["records_skipped"] or 0,
+            issues=list(f["issues"]),
+        )
+        for f in files
+    ]
+    descriptions, limitations = describe_queries()
+    return ReportContext(
+        site=twin.site,
+        run_id=twin.run_id,
+        built_at=twin.built_at,
+        workspace=str(ws.path),
+        counts=counts,
+        imports=imports,
+        descriptions=descriptions,
+        limitations=limitations,
+    )
+
+
+def _check_fail_on(fail_on: Optional[str]) -> Optional[str]:
+    from twin.report import SEVERITIES
+
+    if fail_on is not None and fail_on not in SEVERITIES:
+        raise typer.BadParameter(f"invalid severity {fail_on!r}; expected one of {', '.join(SEVERITIES)}", param_hint="--fail-on")
+    return fail_on
+
+
+@app.command()
+def analyze(
+    workspace: Optional[Path] = WorkspaceOption,
+    snapshot: Optional[str] = SnapshotOption,
+    query: Optional[list[str]] = typer.Option(None, "--query", "-q", help="Run only this query (repeatable)."),
+    output: str = typer.Option("table", "--output", "-o", help="table, json or csv (csv needs exactly one --query)."),
+    top: int = typer.Option(20, "--top", min=1, help="Rows shown per query in table output."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 3 when findings at or above this severity exist (critical, high, medium, low, info)."),
+) -> None:
+    """Run the query catalogue on a snapshot and print the findings."""
+    from twin.report import exit_code_for, render_terminal
+    from twin.report.document import render_json
+
+    fail_on = _check_fail_on(fail_on)
+    if output not in ("table", "json", "csv"):
+        raise typer.BadParameter(f"invalid output {output!r}; expected table, json or csv", param_hint="--output")
+    if output == "csv" and (not query or len(query) != 1):
+        raise typer.BadParameter("csv output needs exactly one --query", param_hint="--output")
+    ws = _workspace(workspace)
+    try:
+        findings = _findings(ws, snapshot, query)
+        context = _context(ws, snapshot)
+    except TwinError as exc:
+        _fail(exc)
+    if output == "table":
+        render_terminal(findings, out, context, top=top)
+    elif output == "json":
+        sys.stdout.write(render_json(findings, context) + "\n")
+    else:
+        from twin.report.cells import csv_value
+
+        frame = findings[query[0]]
+        frame = frame.apply(lambda col: col.map(lambda v, c=col.name: csv_value(v, c)))
+        frame.to_csv(sys.stdout, index=False)
+    raise typer.Exit(exit_code_for(findings, fail_on))
+
+
+@app.command()
+def report(
+    workspace: Optional[Path] = WorkspaceOption,
+    snapshot: Optional[str] = SnapshotOption,
+    out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder the report files are written to."),
+    formats: str = typer.Option("html,md,json,csv", "--format", "-f", help="Comma-separated: html, md, json, csv."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 3 when findings at or above this severity exist (critical, high, medium, low, info)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the terminal tables."),
+) -> None:
+    """Write the segmentation report (HTML, Markdown, JSON, CSV) and print its summary."""
+    from twin.report import FORMATS, exit_code_for, render_terminal, write_report
+
+    fail_on = _check_fail_on(fail_on)
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = [f for f in wanted if f not in FORMATS]
+    if bad or not wanted:
+        raise typer.BadParameter(f"invalid format {', '.join(bad) or formats!r}; expected some of {', '.join(FORMATS)}", param_hint="--format")
+    ws = _workspace(workspace)
+    try:
+        findings = _findings(ws, snapshot, None)
+        context = _context(ws, snapshot)
+    except TwinError as exc:
+        _fail(exc)
+    written = write_report(findings, context, out_dir, wanted)
+    if not quiet:
+        render_terminal(findings, out, context, top=10)
+    for key, path in written.items():
+        if not key.startswith("csv:"):
+            err.print(f"wrote {path}", highlight=False)
+    csvs = [p for k, p in written.items() if k.startswith("csv:")]
+    if csvs:
+        err.print(f"wrote {len(csvs)} CSV files to {csvs[0].parent}", highlight=False)
+    raise typer.Exit(exit_code_for(findings, fail_on))
+
+
+@show_app.command("device")
+def show_device(
+    ident: str = typer.Argument(..., help="Device id, IP address, MAC address or host name."),
+    workspace: Optional[Path] = WorkspaceOption,
+    snapshot: Optional[str] = SnapshotOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show one device with every fact, its source and evidence, its links, flows and findings."""
+    from twin.report.cells import display_text, to_jsonable
+
+    ws = _workspace(workspace)
+    try:
+        detail = ws.device(ident, snapshot)
+    except TwinError as exc:
+        _fail(exc)
+    if as_json:
+        doc = {
+            "device": {k: to_jsonable(v) for k, v in detail.device.items()},
+            "observations": [{k: to_jsonable(v) for k, v in r.items()} for r in detail.observations.to_dict("records")],
+            "interfaces": [{k: to_jsonable(v) for k, v in r.items()} for r in detail.interfaces.to_dict("records")],
+            "links": [{k: to_jsonable(v) for k, v in r.items()} for r in detail.links.to_dict("records")],
+            "services": [{k: to_jsonable(v) for k, v in r.items()} for r in detail.services.to_dict("records")],
+            "communications": [{k: to_jsonable(v) for k, v in r.items()} for r in detail.communications.to_dict("records")],
+            "findings": {q: [{k: to_jsonable(v) for k, v in r.items()} for r in f.to_dict("records")] for q, f in detail.findings.items()},
+        }
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return
+
+    dev = detail.device
+    table = Table(title=f"Device {dev['device_id']}", show_header=False)
+    table.add_column("property", style="bold")
+    table.add_column("value")
+    for key, value in dev.items():
+        if key == "class_evidence":
+            continue
+        table.add_row(key, display_text(value, key))
+    out.print(table)
+
+    evidence = Table(title="Why this class")
+    for col in ("class", "weight", "rule", "value"):
+        evidence.add_column(col)
+    for item in dev.get("class_evidence") or []:
+        if "class" in item:
+            evidence.add_row(str(item["class"]), str(item["weight"]), str(item["rule"]), display_text(item["value"]))
+        elif isinstance(item.get("value"), dict):
+            for prop, source in sorted(item["value"].items()):
+                evidence.add_row("-", "-", f"{prop} from", str(source))
+    out.print(evidence)
+
+    obs = Table(title=f"Observations ({len(detail.observations)})")
+    for col in ("kind", "source", "origin", "role", "facts"):
+        obs.add_column(col)
+    for row in detail.observations.head(50).itertuples(index=False):
+        facts = ", ".join(f"{k}={display_text(v)}" for k, v in list(row.attrs.items())[:6])
+        obs.add_row(row.kind, row.source, row.origin, row.role, facts[:160])
+    out.print(obs)
+
+    for title, frame, cols in (
+        ("Links", detail.links, ["a_device_id", "a_if_name", "b_device_id", "b_if_name", "source", "confidence"]),
+        ("Services", detail.services, ["proto", "port", "name", "product", "version", "sources"]),
+        ("Communications", detail.communications, ["src_id", "dst_id", "proto", "dst_port", "flows", "bytes", "sources"]),
+    ):
+        if frame.empty:
+            continue
+        t = Table(title=f"{title} ({len(frame)})")
+        for col in cols:
+            t.add_column(col)
+        for record in frame.head(50).to_dict("records"):
+            t.add_row(*(display_text(record.get(c), c) for c in cols))
+        out.print(t)
+    for name, frame in detail.findings.items():
+        out.print(f"[bold]{name}[/bold]: {len(frame)} finding(s); " + "; ".join(frame["evidence"].astype(str).head(5)), highlight=False)
+
+
+@app.command()
+def snapshots(workspace: Optional[Path] = WorkspaceOption) -> None:
+    """List the snapshots in the workspace, oldest first."""
+    ws = _workspace(workspace)
+    try:
+        frame = ws.snapshots()
+    except TwinError as exc:
+        _fail(exc)
+    table = Table()
+    for col in frame.columns:
+        table.add_column(col)
+    for record in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in record))
+    out.print(table)
+
+
+@app.command()
+def sample(
+    out_dir: Path = typer.Argument(..., file_okay=False, help="Folder to write the site into (created)."),
+    devices: int = typer.Option(1500, "--devices", "-n", min=10, max=1_000_000, help="Number of devices."),
+    seed: int = typer.Option(7, "--seed", help="Random seed; the same seed and size give byte-identical files."),
+    pair: bool = typer.Option(False, "--pair", help="Write the small compliant/violating pair instead of a hospital."),
+) -> None:
+    """Generate a fictional hospital site in real discovery formats, with its ground truth."""
+    from twin.sample import generate_pair, generate_site
+
+    try:
+        if pair:
+            generate_pair(out_dir, seed=seed)
+            out.print(f"wrote {out_dir}/compliant and {out_dir}/violating", highlight=False)
+        else:
+            summary = generate_site(out_dir, devices=devices, seed=seed)
+            out.print(f"wrote {out_dir}: {summary}", highlight=False)
+    except TwinError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,438 @@
+"""Embedded store: one SQLite workspace file in WAL mode.
+
+The workspace holds every build run, the observations each run read (with
+provenance), the aggregated flow observations, and one snapshot of the
+resolved graph per run. A build writes all of that in one transaction, so a
+build killed midway (even with ``kill -9``) leaves the previous snapshots
+intact and queryable and no half-written run.
+
+Notes
+-----
+List and JSON properties are stored as JSON text. Loading parses each
+distinct text once, so a column that repeats few distinct values (such as
+``sources`` on a million communications) costs one parse per value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pandas as pd
+
+from twin.exceptions import SnapshotNotFound, StoreError
+from twin.model import schema
+from twin.model.observation import FLOW_COLUMNS, Observation
+from twin.model.twin import TABLES, Twin
+
+__all__ = ["EmbeddedStore", "SCHEMA_VERSION", "DEFAULT_WORKSPACE", "RunInfo"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_WORKSPACE = ".twin/workspace.sqlite"
+
+# Rows per executemany call and per DELETE chunk when pruning old snapshots.
+WRITE_BATCH_ROWS = 50_000
+PRUNE_CHUNK_ROWS = 50_000
+# Snapshots kept by prune() unless told otherwise.
+DEFAULT_KEEP_SNAPSHOTS = 20
+
+_JSON_TYPES = {"list[str]", "json"}
+
+
+def _column_types() -> dict[str, dict[str, str]]:
+    types: dict[str, dict[str, str]] = {}
+    for decl in schema.NODES:
+        types[decl.table] = {p.name: p.type for p in decl.properties + schema.PROVENANCE}
+    for rel in schema.RELATIONSHIPS:
+        cols = types.setdefault(rel.table, {})
+        for name in rel.start + rel.end:
+            cols.setdefault(name, "str")
+        for prop in rel.properties + schema.PROVENANCE:
+            cols.setdefault(prop.name, prop.type)
+    return types
+
+
+COLUMN_TYPES = _column_types()
+
+
+class RunInfo(dict):
+    """One row of the runs table, as a dict with attribute access."""
+
+    __getattr__ = dict.get
+
+
+def _sql_type(kind: str) -> str:
+    return {"int": "INTEGER", "float": "REAL", "time": "REAL", "bool": "INTEGER"}.get(kind, "TEXT")
+
+
+def _to_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _scalar(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+class EmbeddedStore:
+    """The default store: one SQLite file holding runs, observations and snapshots.
+
+    Parameters
+    ----------
+    path : str or Path
+        Workspace file; created with its folder when missing.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_WORKSPACE):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open workspace: {exc}; check the path and its permissions") from None
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        self._create_schema()
+
+    # -- schema -----------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        cur = self.conn.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: workspace schema version {row[0]} is newer than this iomt-twin supports "
+                f"({SCHEMA_VERSION}); upgrade iomt-twin or use another workspace"
+            )
+        cur.execute(
+            """CREATE TABLE IF NOT EXISTS runs (
+                run_id TEXT PRIMARY KEY, site TEXT, site_dir TEXT, config_yaml TEXT,
+                started_at REAL, finished_at REAL, status TEXT, summary TEXT)"""
+        )
+        cur.execute(
+            """CREATE TABLE IF NOT EXISTS import_files (
+                run_id TEXT, path TEXT, format TEXT, sha256 TEXT, records_read INTEGER,
+                records_skipped INTEGER, counts TEXT, issues TEXT)"""
+        )
+        cur.execute(
+            """CREATE TABLE IF NOT EXISTS observations (
+                run_id TEXT, kind TEXT, source TEXT, origin TEXT, seen_at REAL,
+                subject TEXT, attrs TEXT, evidence TEXT, device_id TEXT, about_id TEXT)"""
+        )
+        cur.execute("CREATE INDEX IF NOT EXISTS observations_run_device ON observations(run_id, device_id)")
+        cur.execute("CREATE INDEX IF NOT EXISTS observations_run_about ON observations(run_id, about_id)")
+        flow_cols = ", ".join(f"{c} {'TEXT' if c in ('src_ip', 'dst_ip', 'proto') else 'REAL'}" for c in FLOW_COLUMNS)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS flow_observations (run_id TEXT, source TEXT, origin TEXT, {flow_cols})")
+        for table, columns in TABLES.items():
+            types = COLUMN_TYPES[table]
+            cols = ", ".join(f"{c} {_sql_type(types.get(c, 'str'))}" for c in columns)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS g_{table} (snapshot TEXT, {cols})")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS g_{table}_snapshot ON g_{table}(snapshot)")
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- transactions -----------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """Run the block in one write transaction; roll back on any exception."""
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- writing ----------------------------------------------------------
+
+    def write_build(
+        self,
+        *,
+        run_id: str,
+        site: str,
+        site_dir: str,
+        config_yaml: str,
+        started_at: float,
+        twin: Twin,
+        observations: Iterable[tuple[Observation, str | None, str | None]],
+        flows: Iterable[tuple[str, str, pd.DataFrame]],
+        import_files: Iterable[dict[str, Any]],
+        summary: dict[str, Any],
+    ) -> None:
+        """Write a whole build (observations, flows, snapshot, run row) atomically.
+
+        ``observations`` yields (observation, device_id, about_id): the
+        device the observation's subject resolved to, and for ARP, FDB and
+        neighbour entries the other device the entry names;
+        ``flows`` yields (source, origin, DataFrame with FLOW_COLUMNS).
+        """
+        with self.transaction() as cur:
+            self._insert_observations(cur, run_id, observations)
+            for source, origin, frame in flows:
+                self._insert_flows(cur, run_id, source, origin, frame)
+            for info in import_files:
+                cur.execute(
+                    "INSERT INTO import_files VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        info["path"],
+                        info.get("format"),
+                        info.get("sha256"),
+                        info.get("records_read", 0),
+                        info.get("records_skipped", 0),
+                        _to_json(info.get("counts", {})),
+                        _to_json(info.get("issues", [])),
+                    ),
+                )
+            for table in TABLES:
+                self._insert_table(cur, table, run_id, twin.tables[table])
+            cur.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, site, site_dir, config_yaml, started_at, time.time(), "committed", _to_json(summary)),
+            )
+        log.info("run %s: snapshot committed to %s", run_id, self.path)
+
+    def _insert_observations(self, cur, run_id, observations) -> None:
+        batch: list[tuple] = []
+        sql = "INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?)"
+        for obs, device_id, about_id in observations:
+            batch.append(
+                (
+                    run_id,
+                    str(obs.kind),
+                    obs.source,
+                    obs.origin,
+                    obs.seen_at,
+                    _to_json(obs.subject.to_dict()),
+                    _to_json(obs.attrs),
+                    _to_json(obs.evidence),
+                    device_id,
+                    about_id,
+                )
+            )
+            if len(batch) >= WRITE_BATCH_ROWS:
+                cur.executemany(sql, batch)
+                batch.clear()
+        if batch:
+            cur.executemany(sql, batch)
+
+    def _insert_flows(self, cur, run_id, source, origin, frame: pd.DataFrame) -> None:
+        if frame is None or frame.empty:
+            return
+        cols = list(FLOW_COLUMNS)
+        sql = f"INSERT INTO flow_observations VALUES (?,?,?,{','.join('?' * len(cols))})"
+        values = frame[cols].astype(object).where(frame[cols].notna(), None)
+        rows = ((run_id, source, origin, *row) for row in values.itertuples(index=False, name=None))
+        self._executemany_batched(cur, sql, rows)
+
+    def _insert_table(self, cur, table: str, run_id: str, frame: pd.DataFrame) -> None:
+        if frame is None or frame.empty:
+            return
+        columns = TABLES[table]
+        types = COLUMN_TYPES[table]
+        prepared: dict[str, list] = {}
+        for col in columns:
+            if col not in frame.columns:
+                prepared[col] = [None] * len(frame)
+                continue
+            series = frame[col]
+            if types.get(col) in _JSON_TYPES:
+                prepared[col] = [_to_json(v) for v in series.tolist()]
+            else:
+                prepared[col] = [_scalar(v) for v in series.tolist()]
+        sql = f"INSERT INTO g_{table} VALUES (?,{','.join('?' * len(columns))})"
+        rows = zip([run_id] * len(frame), *(prepared[c] for c in columns))
+        self._executemany_batched(cur, sql, rows)
+
+    @staticmethod
+    def _executemany_batched(cur, sql: str, rows: Iterable[tuple]) -> None:
+        batch: list[tuple] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= WRITE_BATCH_ROWS:
+                cur.executemany(sql, batch)
+                batch.clear()
+        if batch:
+            cur.executemany(sql, batch)
+
+    # -- reading ----------------------------------------------------------
+
+    def runs(self) -> list[RunInfo]:
+        """Return committed runs, oldest first."""
+        cur = self.conn.execute(
+            "SELECT run_id, site, site_dir, started_at, finished_at, status, summary FROM runs "
+            "WHERE status='committed' ORDER BY finished_at"
+        )
+        out = []
+        for run_id, site, site_dir, started, finished, status, summary in cur:
+            out.append(
+                RunInfo(
+                    run_id=run_id,
+                    site=site,
+                    site_dir=site_dir,
+                    started_at=started,
+                    finished_at=finished,
+                    status=status,
+                    summary=json.loads(summary) if summary else {},
+                )
+            )
+        return out
+
+    def resolve_snapshot(self, snapshot: str | None = None) -> RunInfo:
+        """Return the run of ``snapshot`` (a run id or unique prefix), or the latest one."""
+        runs = self.runs()
+        if not runs:
+            raise SnapshotNotFound(f"{self.path}: the workspace holds no snapshot yet; run 'twin build SITE_DIR' first")
+        if snapshot in (None, "latest", "last"):
+            return runs[-1]
+        if snapshot == "previous":
+            if len(runs) < 2:
+                raise SnapshotNotFound(f"{self.path}: no snapshot before the latest one; build the site again first")
+            return runs[-2]
+        matches = [r for r in runs if r.run_id == snapshot] or [r for r in runs if r.run_id.startswith(snapshot)]
+        if len(matches) != 1:
+            known = ", ".join(r.run_id for r in runs[-10:])
+            what = "matches no" if not matches else "matches more than one"
+            raise SnapshotNotFound(f"snapshot {snapshot!r} {what} run in {self.path}; recent runs: {known}")
+        return matches[0]
+
+    def config_yaml(self, run_id: str) -> tuple[str, str]:
+        """Return (site_dir, config YAML text) recorded with a run."""
+        row = self.conn.execute("SELECT site_dir, config_yaml FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise SnapshotNotFound(f"no run {run_id!r} in {self.path}")
+        return row[0], row[1]
+
+    def load_twin(self, snapshot: str | None = None, tables: Iterable[str] | None = None) -> Twin:
+        """Load one snapshot (the latest by default) into memory."""
+        run = self.resolve_snapshot(snapshot)
+        loaded: dict[str, pd.DataFrame] = {}
+        for table in tables or TABLES:
+            loaded[table] = self._load_table(table, run.run_id)
+        return Twin(site=run.site, run_id=run.run_id, built_at=run.finished_at, tables=loaded)
+
+    def _load_table(self, table: str, run_id: str) -> pd.DataFrame:
+        columns = TABLES[table]
+        types = COLUMN_TYPES[table]
+        cur = self.conn.execute(f"SELECT {', '.join(columns)} FROM g_{table} WHERE snapshot=?", (run_id,))
+        rows = cur.fetchall()
+        data = {col: [row[i] for row in rows] for i, col in enumerate(columns)}
+        for col in columns:
+            kind = types.get(col)
+            if kind in _JSON_TYPES:
+                cache: dict[str | None, Any] = {}
+                parsed = []
+                for text in data[col]:
+                    if text not in cache:
+                        cache[text] = json.loads(text) if text is not None else ([] if kind == "list[str]" else None)
+                    value = cache[text]
+                    parsed.append(list(value) if isinstance(value, list) else value)
+                data[col] = parsed
+            elif kind == "bool":
+                data[col] = [None if v is None else bool(v) for v in data[col]]
+        frame = pd.DataFrame({col: pd.Series(data[col], dtype=object) for col in columns})
+        for col in columns:
+            kind = types.get(col)
+            if kind in ("int", "float", "time") and len(frame):
+                frame[col] = pd.to_numeric(frame[col], errors="coerce")
+                if kind == "int" and not frame[col].isna().any():
+                    frame[col] = frame[col].astype("int64")
+        return frame
+
+    def observations_for(self, device_id: str, run_id: str) -> pd.DataFrame:
+        """Return every observation a run attributed to one device."""
+        frame = pd.read_sql_query(
+            "SELECT kind, source, origin, seen_at, subject, attrs, evidence, "
+            "CASE WHEN device_id=? THEN 'subject' ELSE 'named' END AS role FROM observations "
+            "WHERE run_id=? AND (device_id=? OR about_id=?) ORDER BY seen_at, source, origin",
+            self.conn,
+            params=(device_id, run_id, device_id, device_id),
+        )
+        for col in ("subject", "attrs", "evidence"):
+            frame[col] = [json.loads(v) if v else {} for v in frame[col]]
+        return frame
+
+    def import_files(self, run_id: str) -> list[dict[str, Any]]:
+        """Return the import summary of a run, one dict per file."""
+        cur = self.conn.execute(
+            "SELECT path, format, sha256, records_read, records_skipped, counts, issues FROM import_files WHERE run_id=?",
+            (run_id,),
+        )
+        return [
+            {
+                "path": path,
+                "format": fmt,
+                "sha256": sha,
+                "records_read": read,
+                "records_skipped": skipped,
+                "counts": json.loads(counts) if counts else {},
+                "issues": json.loads(issues) if issues else [],
+            }
+            for path, fmt, sha, read, skipped, counts, issues in cur
+        ]
+
+    # -- maintenance ------------------------------------------------------
+
+    def prune(self, keep: int = DEFAULT_KEEP_SNAPSHOTS) -> list[str]:
+        """Delete all but the newest ``keep`` snapshots, in bounded chunks; return the removed run ids."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        runs = self.runs()
+        doomed = [r.run_id for r in runs[:-keep]]
+        tables = [f"g_{t}" for t in TABLES] + ["observations", "flow_observations", "import_files"]
+        for run_id in doomed:
+            for table in tables:
+                key = "snapshot" if table.startswith("g_") else "run_id"
+                while True:
+                    with self.transaction() as cur:
+                        cur.execute(
+                            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {key}=? LIMIT ?)",
+                            (run_id, PRUNE_CHUNK_ROWS),
+                        )
+                        deleted = cur.rowcount
+                    if deleted < PRUNE_CHUNK_ROWS:
+                        break
+            with self.transaction() as cur:
+                cur.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            log.info("pruned snapshot %s from %s", run_id, self.path)
+        return doomed
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "EmbeddedStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,221 @@
+"""The build pipeline: site folder in, committed snapshot out.
+
+``build`` finds the discovery files of a site, imports each one, resolves
+the observations into a twin and writes everything to the store in one
+transaction. A file that cannot be read is reported and skipped; the build
+goes on with the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from twin.discovery import detect_format, import_path
+from twin.exceptions import ConfigError, InputFormatError, TwinError
+from twin.graph.embedded import EmbeddedStore
+from twin.model.observation import ImportResult
+from twin.model.site import SiteConfig, load_site
+from twin.resolve import resolve
+
+__all__ = ["BuildResult", "build", "find_discovery_files", "new_run_id", "SKIPPED_NAMES"]
+
+log = logging.getLogger(__name__)
+
+# Files in a site folder that are never discovery input.
+SKIPPED_NAMES = {"site.yaml", "site.yml", "ground_truth.yaml", "ground_truth.yml", "readme.md", "readme.txt"}
+# Issues kept per file in the store and the report; the rest are counted.
+MAX_ISSUES_PER_FILE = 200
+
+
+@dataclass
+class FileSummary:
+    """What one discovery file contributed to a build."""
+
+    path: str
+    format: str | None
+    records_read: int = 0
+    records_skipped: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    issues: list[str] = field(default_factory=list)
+    error: str | None = None
+    sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "records_read": self.records_read,
+            "records_skipped": self.records_skipped,
+            "counts": self.counts,
+            "issues": self.issues if not self.error else [self.error] + self.issues,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class BuildResult:
+    """Outcome of one build."""
+
+    run_id: str
+    site: str
+    workspace: str
+    files: list[FileSummary]
+    stats: dict[str, int]
+    conflicts: list[str]
+    timings: dict[str, float]
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Return a sortable run id: UTC time plus a random suffix."""
+    stamp = datetime.fromtimestamp(now or time.time(), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def find_discovery_files(site_dir: Path) -> list[tuple[Path, str | None]]:
+    """Return every file under ``site_dir`` with its detected format (None when unrecognised)."""
+    out = []
+    for path in sorted(site_dir.rglob("*")):
+        if not path.is_file() or path.name.lower() in SKIPPED_NAMES or path.name.startswith("."):
+            continue
+        out.append((path, detect_format(path)))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build(
+    site_dir: str | Path,
+    workspace: str | Path,
+    *,
+    on_file: Callable[[Path, int, int], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Import every discovery file of a site, resolve, and commit a snapshot.
+
+    Parameters
+    ----------
+    site_dir : path
+        Folder holding ``site.yaml`` and the discovery files (any depth).
+    workspace : path
+        Workspace file of the embedded store.
+    on_file : callable, optional
+        Progress callback ``(path, index, total)`` before each file.
+    on_stage : callable, optional
+        Progress callback with the stage name.
+
+    Raises
+    ------
+    ConfigError
+        When ``site.yaml`` is missing or invalid (nothing is written).
+    """
+    site_dir = Path(site_dir)
+    if not site_dir.is_dir():
+        raise ConfigError(f"{site_dir}: site folder not found; pass the folder that holds site.yaml")
+    started = time.time()
+    timings: dict[str, float] = {}
+    site: SiteConfig = load_site(site_dir)
+    config_yaml = (site_dir / "site.yaml").read_text(encoding="utf-8")
+    run_id = new_run_id(started)
+    log.info("run %s: build of site %r from %s started", run_id, site.site.name, site_dir)
+
+    files = find_discovery_files(site_dir)
+    observations = []
+    flow_frames = []
+    summaries: list[FileSummary] = []
+    t = time.perf_counter()
+    for index, (path, fmt) in enumerate(files):
+        if on_file:
+            on_file(path, index, len(files))
+        rel = str(path)
+        summary = FileSummary(path=rel, format=fmt)
+        summaries.append(summary)
+        if fmt is None:
+            summary.error = f"{rel}: unrecognised file format; skipped"
+            log.warning("run %s: %s", run_id, summary.error)
+            continue
+        options = {}
+        if fmt == "inventory-csv" and site.inventory.column_map:
+            options["column_map"] = site.inventory.column_map
+        try:
+            result: ImportResult = import_path(path, fmt, **options)
+        except InputFormatError as exc:
+            summary.error = str(exc)
+            log.warning("run %s: %s", run_id, exc)
+            continue
+        summary.sha256 = _sha256(path)
+        summary.records_read = result.records_read
+        summary.records_skipped = result.records_skipped
+        summary.counts = dict(result.counts)
+        summary.issues = [str(issue) for issue in result.issues[:MAX_ISSUES_PER_FILE]]
+        if len(result.issues) > MAX_ISSUES_PER_FILE:
+            summary.issues.append(f"... and {len(result.issues) - MAX_ISSUES_PER_FILE} more issues in {rel}")
+        for issue in result.issues[:20]:
+            log.warning("run %s: %s", run_id, issue)
+        observations.extend(result.observations)
+        if result.flows is not None and len(result.flows):
+            flow_frames.append((result.source, result.flows, rel))
+    timings["import"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    resolution = resolve(
+        observations,
+        [(source, frame) for source, frame, _ in flow_frames],
+        site,
+        run_id=run_id,
+        built_at=started,
+        progress=on_stage,
+    )
+    timings["resolve"] = time.perf_counter() - t
+
+    if on_stage:
+        on_stage("store")
+    t = time.perf_counter()
+    conflicts = [c.message for c in resolution.conflicts]
+    summary_doc = {"stats": resolution.stats, "conflicts": conflicts[:MAX_ISSUES_PER_FILE]}
+    try:
+        with EmbeddedStore(workspace) as store:
+            store.write_build(
+                run_id=run_id,
+                site=site.site.name,
+                site_dir=str(site_dir.resolve()),
+                config_yaml=config_yaml,
+                started_at=started,
+                twin=resolution.twin,
+                observations=(
+                    (obs, dev, about) for obs, (dev, about) in zip(observations, resolution.observation_devices)
+                ),
+                flows=((source, origin, frame) for source, frame, origin in flow_frames),
+                import_files=[s.as_dict() for s in summaries],
+                summary=summary_doc,
+            )
+    except TwinError:
+        raise
+    timings["store"] = time.perf_counter() - t
+    log.info(
+        "run %s: build finished, %d devices, %d communications",
+        run_id,
+        resolution.stats.get("devices", 0),
+        resolution.stats.get("communications", 0),
+    )
+    return BuildResult(
+        run_id=run_id,
+        site=site.site.name,
+        workspace=str(workspace),
+        files=summaries,
+        stats=resolution.stats,
+        conflicts=conflicts,
+        timings=timings,
+    )

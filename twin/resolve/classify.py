@@ -1,0 +1,315 @@
+"""First-pass device classification from the evidence the twin holds.
+
+Each rule looks at one kind of evidence (an inventory device type, a model
+name, sysDescr, LLDP capabilities, nmap's OS class, open ports, the host
+name, the vendor) and proposes a device class with a weight. The proposal
+with the highest weight wins; every other proposal that agrees raises the
+confidence a little. The evidence list is kept on the device, so the app and
+``twin show device`` can say why a device is an infusion pump.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "ROLE_OF_CLASS",
+    "MEDICAL_CLASSES",
+    "Proposal",
+    "classify",
+    "type_to_class",
+]
+
+# Device class -> role (medical, it, network, iot, building).
+ROLE_OF_CLASS = {
+    "infusion_pump": "medical",
+    "patient_monitor": "medical",
+    "ventilator": "medical",
+    "ct_scanner": "medical",
+    "mri_scanner": "medical",
+    "xray": "medical",
+    "ultrasound": "medical",
+    "imaging_modality": "medical",
+    "pacs": "medical",
+    "lab_analyzer": "medical",
+    "pharmacy_dispenser": "medical",
+    "nurse_call": "medical",
+    "workstation": "it",
+    "server": "it",
+    "printer": "it",
+    "ip_phone": "it",
+    "wireless_ap": "network",
+    "switch": "network",
+    "router": "network",
+    "firewall": "network",
+    "camera": "building",
+    "badge_reader": "building",
+    "hvac_controller": "building",
+    "iot_sensor": "iot",
+    "unknown": "unknown",
+}
+DEVICE_CLASSES = tuple(ROLE_OF_CLASS)
+MEDICAL_CLASSES = frozenset(c for c, r in ROLE_OF_CLASS.items() if r == "medical")
+
+# Weights per kind of evidence: how much each is trusted to decide a class.
+WEIGHT_INVENTORY_TYPE = 0.95
+WEIGHT_MODEL = 0.85
+WEIGHT_SYS_DESCR = 0.8
+WEIGHT_LLDP_CAPABILITY = 0.7
+WEIGHT_NMAP_OS = 0.65
+WEIGHT_PORTS = 0.6
+WEIGHT_HOSTNAME = 0.55
+WEIGHT_VENDOR = 0.4
+# Confidence added per further proposal that agrees with the winner, and its cap.
+AGREEMENT_BONUS = 0.05
+MAX_CONFIDENCE = 0.99
+
+# (regex, class) over free text such as a CMMS device type or a model name.
+# Order matters: the first match wins, so specific terms come first.
+_TEXT_RULES: tuple[tuple[str, str], ...] = (
+    (r"infusion|syringe pump|\bpca\b|volumetric pump|alaris|sigma spectrum|plum 360|infusomat|perfusor", "infusion_pump"),
+    (r"ventilator|respirator|anesthes|anaesthes", "ventilator"),
+    (r"patient monitor|bedside monitor|vital signs|intellivue|carescape|\bmonitor\b.*patient|telemetry", "patient_monitor"),
+    (r"\bct\b|computed tomography|somatom|revolution ct|aquilion", "ct_scanner"),
+    (r"\bmri\b|magnetic resonance|magnetom|signa", "mri_scanner"),
+    (r"x-?ray|radiograph|fluoroscop|c-arm|mammograph|\bdr\b detector", "xray"),
+    (r"ultrasound|sonograph|echocardio", "ultrasound"),
+    (r"modality|angiograph|pet/ct|nuclear medicine|gamma camera", "imaging_modality"),
+    (r"\bpacs\b|image archive|vna\b|vendor neutral archive", "pacs"),
+    (r"analy[sz]er|laborator|\blab\b|hematology|chemistry|blood gas", "lab_analyzer"),
+    (r"dispens|pyxis|omnicell|pharmacy", "pharmacy_dispenser"),
+    (r"nurse call|nurse-call", "nurse_call"),
+    (r"ip phone|voip phone|\bphone\b|handset|telephone", "ip_phone"),
+    (r"printer|laserjet|officejet|label print|zebra", "printer"),
+    (r"access point|wireless ap|\bwap\b|aironet|\bap\b", "wireless_ap"),
+    (r"firewall|fortigate|palo alto|\basa\b|pan-os", "firewall"),
+    (r"router|\bisr\b|\basr\b", "router"),
+    (r"switch|catalyst|procurve|nexus|\beos\b|arista", "switch"),
+    (r"camera|\bcctv\b|\bnvr\b|surveillance", "camera"),
+    (r"badge|card reader|access control", "badge_reader"),
+    (r"hvac|\bbms\b|building management|bacnet|air handler|chiller", "hvac_controller"),
+    (r"sensor|thermometer|temperature|humidity", "iot_sensor"),
+    (r"server|\bvm\b|virtual machine|\behr\b|\bemr\b|interface engine|domain controller", "server"),
+    (r"workstation|desktop|laptop|\bpc\b|thin client|computer", "workstation"),
+)
+_COMPILED_TEXT_RULES = tuple((re.compile(p, re.IGNORECASE), c) for p, c in _TEXT_RULES)
+
+# Default host-name patterns (site configuration can add more).
+DEFAULT_HOSTNAME_PATTERNS: dict[str, tuple[str, ...]] = {
+    "infusion_pump": (r"^(pump|inf|iv)[-_]",),
+    "patient_monitor": (r"^(mon|pm|monitor)[-_]",),
+    "ventilator": (r"^(vent)[-_]",),
+    "ct_scanner": (r"^ct[-_]",),
+    "mri_scanner": (r"^mri?[-_]",),
+    "xray": (r"^(xr|dr|cr)[-_]",),
+    "ultrasound": (r"^(us|echo)[-_]",),
+    "pacs": (r"^pacs",),
+    "lab_analyzer": (r"^(lab|ana)[-_]",),
+    "pharmacy_dispenser": (r"^(disp|pyxis|rx)[-_]",),
+    "workstation": (r"^(ws|pc|wks|desk|lt)[-_]",),
+    "server": (r"^(srv|svr|dc|ehr|hl7|app|db)[-_]",),
+    "printer": (r"^(prn|print)[-_]",),
+    "ip_phone": (r"^(phone|sep[0-9a-f]{12})",),
+    "wireless_ap": (r"^(ap|wap)[-_]",),
+    "switch": (r"^(sw|asw|dsw|csw)[-_]",),
+    "router": (r"^(rtr|gw|core)[-_]",),
+    "firewall": (r"^(fw|fwl)[-_]",),
+    "camera": (r"^(cam|cctv)[-_]",),
+    "badge_reader": (r"^(badge|acs)[-_]",),
+    "hvac_controller": (r"^(hvac|bms|ahu)[-_]",),
+}
+
+# Ports whose presence as a listening service points to a class.
+_PORT_RULES: tuple[tuple[frozenset[int], str], ...] = (
+    (frozenset({104, 11112}), "pacs"),
+    (frozenset({9100, 515, 631}), "printer"),
+    (frozenset({5060, 5061}), "ip_phone"),
+    (frozenset({47808}), "hvac_controller"),
+    (frozenset({2575}), "server"),
+    (frozenset({3389}), "workstation"),
+)
+
+# nmap osclass type -> class.
+_NMAP_TYPES = {
+    "switch": "switch",
+    "router": "router",
+    "firewall": "firewall",
+    "printer": "printer",
+    "phone": "ip_phone",
+    "voip phone": "ip_phone",
+    "wap": "wireless_ap",
+    "webcam": "camera",
+    "specialized": None,
+    "general purpose": None,
+}
+
+# Substring of an OUI vendor name -> class, for vendors that make one kind of device.
+_VENDOR_HINTS = (
+    ("baxter", "infusion_pump"),
+    ("b. braun", "infusion_pump"),
+    ("b.braun", "infusion_pump"),
+    ("carefusion", "infusion_pump"),
+    ("icu medical", "infusion_pump"),
+    ("hospira", "infusion_pump"),
+    ("smiths medical", "infusion_pump"),
+    ("draeger", "patient_monitor"),
+    ("drägerwerk", "patient_monitor"),
+    ("nihon kohden", "patient_monitor"),
+    ("mindray", "patient_monitor"),
+    ("spacelabs", "patient_monitor"),
+    ("polycom", "ip_phone"),
+    ("yealink", "ip_phone"),
+    ("avaya", "ip_phone"),
+    ("axis communications", "camera"),
+    ("hikvision", "camera"),
+    ("aruba", "wireless_ap"),
+    ("ruckus", "wireless_ap"),
+    ("zebra", "printer"),
+    ("lexmark", "printer"),
+    ("fortinet", "firewall"),
+    ("palo alto", "firewall"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """One rule's vote for a device class."""
+
+    device_class: str
+    weight: float
+    rule: str
+    value: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"class": self.device_class, "weight": self.weight, "rule": self.rule, "value": self.value}
+
+
+def type_to_class(text: str | None) -> str | None:
+    """Map free text (a CMMS device type or model name) to a device class.
+
+    >>> type_to_class("Infusion Pump, Large Volume")
+    'infusion_pump'
+    >>> type_to_class("Catalyst 9300 switch")
+    'switch'
+    >>> type_to_class("Coffee machine") is None
+    True
+    """
+    if not text:
+        return None
+    if text.strip().lower() in ROLE_OF_CLASS:
+        return text.strip().lower()
+    for regex, device_class in _COMPILED_TEXT_RULES:
+        if regex.search(text):
+            return device_class
+    return None
+
+
+def _capability_class(capabilities: Iterable[str]) -> str | None:
+    caps = {c.lower() for c in capabilities}
+    if "telephone" in caps:
+        return "ip_phone"
+    if "wlan" in caps:
+        return "wireless_ap"
+    if "router" in caps and "bridge" not in caps:
+        return "router"
+    if "bridge" in caps:
+        return "switch"
+    return None
+
+
+def classify(
+    facts: dict[str, Any],
+    *,
+    hostname_patterns: dict[str, list[str]] | None = None,
+    model_patterns: dict[str, list[str]] | None = None,
+) -> tuple[str, float, list[dict[str, Any]]]:
+    """Classify one device; return (device_class, confidence, evidence).
+
+    Parameters
+    ----------
+    facts : dict
+        What the resolver gathered for the device: ``inventory_type``,
+        ``model``, ``sys_descr``, ``capabilities`` (LLDP/CDP capabilities the
+        device announced, as heard by its neighbours), ``os_classes``,
+        ``ports`` (set of (proto, port)), ``hostname``, ``vendor``,
+        ``snmp_sys_services``.
+    hostname_patterns, model_patterns : dict, optional
+        Extra regexes per class from the site configuration; they are tried
+        before the defaults.
+
+    >>> classify({"hostname": "pump-0042", "vendor": "Baxter"})[0]
+    'infusion_pump'
+    """
+    proposals: list[Proposal] = []
+
+    inventory_type = facts.get("inventory_type")
+    found = type_to_class(inventory_type)
+    if found:
+        proposals.append(Proposal(found, WEIGHT_INVENTORY_TYPE, "inventory device type", str(inventory_type)))
+
+    model = facts.get("model")
+    if model:
+        for device_class, patterns in (model_patterns or {}).items():
+            if any(re.search(p, model, re.IGNORECASE) for p in patterns):
+                proposals.append(Proposal(device_class, WEIGHT_MODEL, "site model pattern", model))
+                break
+        else:
+            found = type_to_class(model)
+            if found:
+                proposals.append(Proposal(found, WEIGHT_MODEL, "model name", model))
+
+    sys_descr = facts.get("sys_descr")
+    if sys_descr:
+        found = type_to_class(sys_descr)
+        if found:
+            proposals.append(Proposal(found, WEIGHT_SYS_DESCR, "sysDescr", sys_descr[:120]))
+
+    found = _capability_class(facts.get("capabilities") or ())
+    if found:
+        caps = ",".join(sorted(facts.get("capabilities") or ()))
+        proposals.append(Proposal(found, WEIGHT_LLDP_CAPABILITY, "LLDP/CDP capabilities", caps))
+
+    for os_class in facts.get("os_classes") or ():
+        found = _NMAP_TYPES.get(str(os_class.get("type", "")).lower())
+        if found:
+            proposals.append(Proposal(found, WEIGHT_NMAP_OS, "nmap OS class", str(os_class.get("type"))))
+            break
+
+    ports = facts.get("ports") or set()
+    port_numbers = {port for proto, port in ports if proto == "tcp" or port in (47808, 5060)}
+    for wanted, device_class in _PORT_RULES:
+        hit = sorted(wanted & port_numbers)
+        if hit:
+            proposals.append(Proposal(device_class, WEIGHT_PORTS, "listening port", ",".join(map(str, hit))))
+            break
+
+    hostname = facts.get("hostname")
+    if hostname:
+        short = hostname.split(".", 1)[0]
+        merged = {k: list(v) for k, v in (hostname_patterns or {}).items()}
+        for device_class, patterns in merged.items():
+            if any(re.search(p, short, re.IGNORECASE) for p in patterns):
+                proposals.append(Proposal(device_class, WEIGHT_HOSTNAME + 0.05, "site host-name pattern", hostname))
+                break
+        else:
+            for device_class, patterns in DEFAULT_HOSTNAME_PATTERNS.items():
+                if any(re.search(p, short, re.IGNORECASE) for p in patterns):
+                    proposals.append(Proposal(device_class, WEIGHT_HOSTNAME, "host-name pattern", hostname))
+                    break
+
+    vendor = (facts.get("vendor") or "").lower()
+    for needle, device_class in _VENDOR_HINTS:
+        if needle in vendor:
+            proposals.append(Proposal(device_class, WEIGHT_VENDOR, "vendor", facts.get("vendor")))
+            break
+
+    if not proposals:
+        return "unknown", 0.0, []
+    proposals.sort(key=lambda p: (-p.weight, p.device_class))
+    winner = proposals[0]
+    agreeing = sum(1 for p in proposals[1:] if p.device_class == winner.device_class)
+    confidence = min(MAX_CONFIDENCE, winner.weight + AGREEMENT_BONUS * agreeing)
+    return winner.device_class, round(confidence, 3), [p.as_dict() for p in proposals]
