@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from twin.discovery.inventory import device_type_to_class
+
 __all__ = [
     "DEVICE_CLASSES",
     "ROLE_OF_CLASS",
@@ -246,7 +248,7 @@ def classify(
     proposals: list[Proposal] = []
 
     inventory_type = facts.get("inventory_type")
-    found = type_to_class(inventory_type)
+    found = device_type_to_class(inventory_type) or type_to_class(inventory_type)
     if found:
         proposals.append(Proposal(found, WEIGHT_INVENTORY_TYPE, "inventory device type", str(inventory_type)))
 
