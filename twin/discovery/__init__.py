@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ FORMATS = {
     "nfdump-csv": "flows",
     "inventory-csv": "inventory",
 }
+
+# A numeric OID at the start of a line: ".1.3.6.1.2.1.1.1.0" or "1.0.8802.1.1.2...".
+_NUMERIC_OID = re.compile(r"^\.?[0-2](\.\d+)+[ |]")
 
 # Bytes read from the head of a file to detect its format.
 SNIFF_BYTES = 4096
@@ -92,8 +96,9 @@ def detect_format(path: str | Path) -> str | None:
         if '"lldp"' in text or '"interface"' in text:
             return "lldpd-json"
         return None
-    if first_line.startswith(".1.3.6.1") or first_line.startswith("1.3.6.1") or first_line.startswith("iso."):
-        if "|" in first_line and not (" = " in first_line):
+    walk_line = next((ln.strip() for ln in stripped.splitlines() if ln.strip() and not ln.startswith("#")), "")
+    if _NUMERIC_OID.match(walk_line) or walk_line.startswith("iso."):
+        if "|" in walk_line and " = " not in walk_line:
             return "snmprec"
         return "snmpwalk"
     lowered = first_line.lower()
