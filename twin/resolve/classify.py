@@ -44,6 +44,7 @@ ROLE_OF_CLASS = {
     "printer": "it",
     "ip_phone": "it",
     "wireless_ap": "network",
+    "wireless_controller": "network",
     "switch": "network",
     "router": "network",
     "firewall": "network",
@@ -86,14 +87,17 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     (r"nurse call|nurse-call", "nurse_call"),
     (r"ip phone|voip phone|\bphone\b|handset|telephone", "ip_phone"),
     (r"printer|laserjet|officejet|label print|zebra", "printer"),
-    (r"access point|wireless ap|\bwap\b|aironet|\bap\b", "wireless_ap"),
+    (r"wireless (lan )?controller|cisco controller|\bair-ct\d|\bwlc\b", "wireless_controller"),
+    (r"access point|wireless ap|\bwap\b|aironet|\bap\b|\bair-[a-z]*ap\d|\bap\d[a-z0-9]*-k9", "wireless_ap"),
     (r"firewall|fortigate|palo alto|\basa\b|pan-os", "firewall"),
     (r"router|\bisr\b|\basr\b", "router"),
-    (r"switch|catalyst|procurve|nexus|\beos\b|arista", "switch"),
+    (r"switch|catalyst|procurve|nexus|\beos\b|arista|\bdcs-\d|\bws-c\d|\bc(2960|3560|3750|3850|9200|9300|9500)\b|junos", "switch"),
     (r"camera|\bcctv\b|\bnvr\b|surveillance", "camera"),
     (r"badge|card reader|access control", "badge_reader"),
     (r"hvac|\bbms\b|building management|bacnet|air handler|chiller", "hvac_controller"),
     (r"sensor|thermometer|temperature|humidity", "iot_sensor"),
+    (r"windows server|windows (nt|20(03|08|12|16|19|22))\b", "server"),
+    (r"windows (xp|2000|vista|7|8|10|11)\b|software: windows", "workstation"),
     (r"server|\bvm\b|virtual machine|\behr\b|\bemr\b|interface engine|domain controller", "server"),
     (r"workstation|desktop|laptop|\bpc\b|thin client|computer", "workstation"),
 )
@@ -274,11 +278,15 @@ def classify(
         caps = ",".join(sorted(facts.get("capabilities") or ()))
         proposals.append(Proposal(found, WEIGHT_LLDP_CAPABILITY, "LLDP/CDP capabilities", caps))
 
-    for os_class in facts.get("os_classes") or ():
-        found = _NMAP_TYPES.get(str(os_class.get("type", "")).lower())
-        if found:
-            proposals.append(Proposal(found, WEIGHT_NMAP_OS, "nmap OS class", str(os_class.get("type"))))
-            break
+    # nmap lists every OS guess that ties for the best accuracy; when one of
+    # them is a general-purpose OS the guess says nothing about the class.
+    os_types = [str(c.get("type", "")).lower() for c in facts.get("os_classes") or ()]
+    if os_types and "general purpose" not in os_types:
+        for os_type in os_types:
+            found = _NMAP_TYPES.get(os_type)
+            if found:
+                proposals.append(Proposal(found, WEIGHT_NMAP_OS, "nmap OS class", os_type))
+                break
 
     ports = facts.get("ports") or set()
     port_numbers = {port for proto, port in ports if proto == "tcp" or port in (47808, 5060)}

@@ -21,7 +21,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from twin.model.observation import Identity, Kind, Observation
+from twin.model.observation import Identity, Kind, Observation, normalise_hostname
 from twin.resolve.addresses import AddressPlan, usable_mac
 
 __all__ = ["IdentityRecord", "Conflict", "Clusters", "cluster_identities", "records_for", "device_id_for"]
@@ -84,7 +84,7 @@ def records_for(obs: Observation, index: int, plan: AddressPlan) -> list[Identit
         IdentityRecord(
             macs=tuple(m for m in subject.macs if usable_mac(m)),
             ips=tuple(ip for ip in subject.ips if plan.kind(ip) == "internal"),
-            hostname=subject.hostname,
+            hostname=normalise_hostname(subject.hostname),
             serial=subject.serial,
             t0=obs.seen_at,
             t1=obs.seen_at,
@@ -129,7 +129,7 @@ def named_identity(obs: Observation, plan: AddressPlan) -> Identity | None:
         return Identity(
             macs=(mac,) if usable_mac(mac) else (),
             ips=ips,
-            hostname=attrs.get("remote_sys_name") or None,
+            hostname=normalise_hostname(attrs.get("remote_sys_name") or None),
         )
     return None
 

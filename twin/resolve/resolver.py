@@ -314,9 +314,10 @@ def _build_devices(observations, clusters, groups, site: SiteConfig):
             if rec.named:
                 if obs.kind == Kind.NEIGHBOR:
                     facts["capabilities"].update(obs.attrs.get("remote_capabilities") or ())
-                    descr = obs.attrs.get("remote_sys_descr") or obs.attrs.get("remote_platform")
-                    if descr:
-                        _offer(props, "sys_descr", descr, rank + 5, obs.source)
+                    if obs.attrs.get("remote_sys_descr"):
+                        _offer(props, "sys_descr", obs.attrs["remote_sys_descr"], rank + 5, obs.source)
+                    if obs.attrs.get("remote_platform"):
+                        _offer(props, "model", obs.attrs["remote_platform"], rank + 5, obs.source)
                 continue
             if obs.kind == Kind.DEVICE:
                 attrs = obs.attrs

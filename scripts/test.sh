@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install iomt-twin with its test dependencies and run every test.
+# Works on a fresh Debian 12 machine with Python 3.11 and pip; run from the
+# repository root or anywhere inside it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# -p no:cacheprovider keeps a read-only checkout clean.
+python3 -m pytest -p no:cacheprovider --timeout=900 "$@"
