@@ -28,8 +28,10 @@ __all__ = ["BuildResult", "build", "find_discovery_files", "new_run_id", "SKIPPE
 
 log = logging.getLogger(__name__)
 
-# Files in a site folder that are never discovery input.
-SKIPPED_NAMES = {"site.yaml", "site.yml", "ground_truth.yaml", "ground_truth.yml", "readme.md", "readme.txt"}
+# Files in a site folder that are never discovery input: the configuration,
+# notes, and the ground truth that sample sites carry beside their data.
+SKIPPED_NAMES = {"site.yaml", "site.yml", "readme.md", "readme.txt"}
+SKIPPED_PREFIXES = ("ground_truth",)
 # Issues kept per file in the store and the report; the rest are counted.
 MAX_ISSUES_PER_FILE = 200
 
@@ -82,7 +84,8 @@ def find_discovery_files(site_dir: Path) -> list[tuple[Path, str | None]]:
     """Return every file under ``site_dir`` with its detected format (None when unrecognised)."""
     out = []
     for path in sorted(site_dir.rglob("*")):
-        if not path.is_file() or path.name.lower() in SKIPPED_NAMES or path.name.startswith("."):
+        name = path.name.lower()
+        if not path.is_file() or name in SKIPPED_NAMES or name.startswith(SKIPPED_PREFIXES) or name.startswith("."):
             continue
         out.append((path, detect_format(path)))
     return out

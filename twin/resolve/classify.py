@@ -240,7 +240,8 @@ def classify(
         What the resolver gathered for the device: ``inventory_type``,
         ``model``, ``sys_descr``, ``capabilities`` (LLDP/CDP capabilities the
         device announced, as heard by its neighbours), ``os_classes``,
-        ``ports`` (set of (proto, port)), ``hostname``, ``vendor``,
+        ``ports`` (set of (proto, port) from scans), ``flow_ports`` (ports
+        the device received flows on), ``hostname``, ``vendor``,
         ``snmp_sys_services``.
     hostname_patterns, model_patterns : dict, optional
         Extra regexes per class from the site configuration; they are tried
@@ -252,7 +253,10 @@ def classify(
     proposals: list[Proposal] = []
 
     inventory_type = facts.get("inventory_type")
-    found = device_type_to_class(inventory_type) or type_to_class(inventory_type)
+    # Two vocabularies read the CMMS text; a medical class from either wins,
+    # so "PACS Server" is a PACS and not a generic server.
+    readings = [r for r in (device_type_to_class(inventory_type), type_to_class(inventory_type)) if r]
+    found = next((r for r in readings if r in MEDICAL_CLASSES), readings[0] if readings else None)
     if found:
         proposals.append(Proposal(found, WEIGHT_INVENTORY_TYPE, "inventory device type", str(inventory_type)))
 
@@ -288,7 +292,7 @@ def classify(
                 proposals.append(Proposal(found, WEIGHT_NMAP_OS, "nmap OS class", os_type))
                 break
 
-    ports = facts.get("ports") or set()
+    ports = (facts.get("ports") or set()) | (facts.get("flow_ports") or set())
     port_numbers = {port for proto, port in ports if proto == "tcp" or port in (47808, 5060)}
     for wanted, device_class in _PORT_RULES:
         hit = sorted(wanted & port_numbers)

@@ -172,7 +172,7 @@ def resolve(
     groups = clusters.groups()
 
     step("devices")
-    devices, device_of_root = _build_devices(observations, clusters, groups, site)
+    devices, device_of_root = _build_devices(observations, clusters, groups, site, _listening_ports(frames))
     obs_devices = _observation_devices(observations, clusters, device_of_root)
     ip_owner = _ip_owner(devices)
 
@@ -276,7 +276,21 @@ def _fill_declared_columns(twin: Twin) -> None:
         twin.tables[name] = frame[columns + [c for c in frame.columns if c not in columns]]
 
 
-def _build_devices(observations, clusters, groups, site: SiteConfig):
+def _listening_ports(frames: list[pd.DataFrame]) -> dict[str, set[tuple[str, int]]]:
+    """Return the well-known TCP/UDP ports each IP received flows on."""
+    out: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for frame in frames:
+        if frame is None or frame.empty:
+            continue
+        sub = frame[frame["proto"].isin(["tcp", "udp"]) & (frame["dst_port"] < 49152)]
+        pairs = sub[["dst_ip", "proto", "dst_port"]].drop_duplicates()
+        for ip, proto, port in pairs.itertuples(index=False, name=None):
+            if (proto, int(port)) in WELL_KNOWN_PORTS:
+                out[str(ip)].add((proto, int(port)))
+    return out
+
+
+def _build_devices(observations, clusters, groups, site: SiteConfig, listening: dict[str, set]):
     """Merge each identity cluster into one device row."""
     oui_cache: dict[str, str | None] = {}
     devices: list[dict[str, Any]] = []
@@ -340,6 +354,8 @@ def _build_devices(observations, clusters, groups, site: SiteConfig):
         if not (macs or ips or serials or hostnames):
             continue
         ip_list = _order_ips(ips)
+        for ip in ip_list:
+            facts.setdefault("flow_ports", set()).update(listening.get(ip, ()))
         hostname = min(hostnames)[1] if hostnames else None
         device_id = device_id_for(sorted(macs), sorted(serials), ip_list, [h for _, h in hostnames])
         device_of_root[root] = device_id
