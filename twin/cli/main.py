@@ -36,8 +36,20 @@ app = typer.Typer(
 show_app = typer.Typer(help="Show one item of the twin with all its evidence.", no_args_is_help=True)
 app.add_typer(show_app, name="show")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# Width of tables when output goes to a file or pipe, where rich would
+# otherwise assume 80 columns and wrap every cell.
+PIPE_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 EXIT_ERROR = 1
 
@@ -117,7 +129,7 @@ def build(
         table.add_column(col, justify="right" if col in ("records", "skipped") else "left")
     for f in result.files:
         note = f.error or (f.issues[0] if f.issues else "")
-        table.add_row(_relative(f.path, site_dir), f.format or "-", str(f.records_read), str(f.records_skipped), note[:100])
+        table.add_row(_relative(f.path, site_dir), f.format or "-", str(f.records_read), str(f.records_skipped), note[:120])
     err.print(table)
     stats = result.stats
     for conflict in result.conflicts[:10]:
@@ -134,7 +146,7 @@ def build(
 
 def _relative(path: str, base: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(base.resolve()))
+        return str(Path(path).relative_to(base))
     except ValueError:
         return path
 

@@ -1,0 +1,108 @@
+"""The twin command end to end on the paired sample sites, through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from twin.cli.main import app
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_networks" / "pair"
+runner = CliRunner()
+
+
+def twin(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def workspaces(tmp_path_factory):
+    out = {}
+    for name in ("compliant", "violating"):
+        ws = tmp_path_factory.mktemp(name) / "w.sqlite"
+        result = twin("build", str(SAMPLES / name), "--workspace", str(ws))
+        assert result.exit_code == 0, result.output
+        out[name] = ws
+    return out
+
+
+def test_build_prints_snapshot(workspaces, tmp_path):
+    result = twin("build", str(SAMPLES / "violating"), "-w", str(tmp_path / "w.sqlite"))
+    truth = yaml.safe_load((SAMPLES / "violating" / "ground_truth.yaml").read_text())
+    assert result.exit_code == 0
+    assert f"{truth['counts']['devices']} devices" in result.stdout
+
+
+def test_report_fail_on_gates_exit_code(workspaces, tmp_path):
+    clean = twin("report", "-w", str(workspaces["compliant"]), "--out", str(tmp_path / "c"), "--fail-on", "low", "--quiet")
+    dirty = twin("report", "-w", str(workspaces["violating"]), "--out", str(tmp_path / "v"), "--fail-on", "low", "--quiet")
+    assert clean.exit_code == 0, clean.output
+    assert dirty.exit_code == 3, dirty.output
+    for name in ("report.html", "report.md", "report.json", "segment_violations.csv"):
+        assert (tmp_path / "v" / name).is_file()
+
+
+def test_report_json_lists_planted_violation(workspaces, tmp_path):
+    twin("report", "-w", str(workspaces["violating"]), "--out", str(tmp_path), "--format", "json", "--quiet")
+    doc = json.loads((tmp_path / "report.json").read_text())
+    truth = yaml.safe_load((SAMPLES / "violating" / "ground_truth.yaml").read_text())
+    planted = {(v["src_ip"], v["dst_ip"], v["dst_port"]) for v in truth["findings"]["segment_violations"]}
+    reported = {(v["src_ip"], v["dst_ip"], v["dst_port"]) for v in doc["findings"]["segment_violations"]}
+    assert reported == planted
+
+
+def test_analyze_json_and_csv(workspaces):
+    as_json = twin("analyze", "-w", str(workspaces["violating"]), "-o", "json")
+    assert as_json.exit_code == 0
+    doc = json.loads(as_json.stdout)
+    assert set(doc["findings"]) >= {"misplaced_devices", "segment_violations", "attack_paths"}
+    as_csv = twin("analyze", "-w", str(workspaces["violating"]), "-q", "misplaced_devices", "-o", "csv")
+    assert as_csv.exit_code == 0
+    header = as_csv.stdout.splitlines()[0].split(",")
+    assert "segment_id" in header and "device_class" in header
+
+
+def test_show_device_by_ip_has_evidence(workspaces):
+    truth = yaml.safe_load((SAMPLES / "violating" / "ground_truth.yaml").read_text())
+    ip = truth["findings"]["misplaced_devices"][0]["ip"]
+    result = twin("show", "device", ip, "-w", str(workspaces["violating"]), "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert ip in doc["device"]["ips"]
+    assert {o["source"] for o in doc["observations"]} >= {"inventory"}
+    assert "misplaced_devices" in doc["findings"]
+
+
+def test_show_unknown_device_fails_cleanly(workspaces):
+    result = twin("show", "device", "10.255.255.254", "-w", str(workspaces["violating"]))
+    assert result.exit_code == 1
+    assert "no device matches '10.255.255.254'" in result.stderr
+
+
+def test_invalid_fail_on_is_usage_error(workspaces):
+    result = twin("report", "-w", str(workspaces["violating"]), "--fail-on", "severe")
+    assert result.exit_code == 2
+    assert "invalid severity 'severe'" in result.output
+
+
+def test_missing_workspace_says_what_to_do(tmp_path):
+    result = twin("analyze", "-w", str(tmp_path / "none.sqlite"))
+    assert result.exit_code == 1
+    assert "twin build SITE_DIR" in result.stderr
+
+
+def test_invalid_site_yaml_names_line(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLES / "violating", site)
+    text = (site / "site.yaml").read_text().replace("default_action: deny", "default_action: block", 1)
+    (site / "site.yaml").write_text(text)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "default_action: block" in ln)
+    result = twin("build", str(site), "-w", str(tmp_path / "w.sqlite"))
+    assert result.exit_code == 1
+    assert f"site.yaml:{line}: field policy.default_action" in result.stderr
+    assert not (tmp_path / "w.sqlite").exists() or "snapshot" not in result.stdout
