@@ -33,7 +33,7 @@ def default_workspace() -> Path:
 
 @dataclass
 class DeviceDetail:
-    """Everything the twin holds about one device."""
+    """Everything the twin stores about one device."""
 
     device: dict[str, Any]
     observations: pd.DataFrame

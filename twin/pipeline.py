@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import os
 import secrets
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,11 +37,16 @@ SKIPPED_NAMES = {"site.yaml", "site.yml", "readme.md", "readme.txt"}
 SKIPPED_PREFIXES = ("ground_truth",)
 # Issues kept per file in the store and the report; the rest are counted.
 MAX_ISSUES_PER_FILE = 200
+# Worker processes for importing files (TWIN_IMPORT_WORKERS, default: the
+# machine's cores, at most 4; 1 imports in the calling process), and the
+# total input size below which one process is faster.
+IMPORT_WORKERS = int(os.environ.get("TWIN_IMPORT_WORKERS") or min(4, os.cpu_count() or 1))
+PARALLEL_IMPORT_MIN_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
 class FileSummary:
-    """What one discovery file contributed to a build."""
+    """Import outcome of one discovery file in a build."""
 
     path: str
     format: str | None
@@ -99,6 +107,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _import_one(path: Path, fmt: str | None, options: dict) -> ImportResult | str:
+    """Import one file; return its result, or the error message when it cannot be read."""
+    if fmt is None:
+        return f"{path}: unrecognised file format; skipped"
+    file_options = options if fmt == "inventory-csv" else {}
+    try:
+        return import_path(path, fmt, **file_options)
+    except InputFormatError as exc:
+        return str(exc)
+
+
+def _import_all(files, options, on_file) -> list[ImportResult | str]:
+    """Import every file, in worker processes when the site is large enough to gain from it."""
+    total_bytes = sum(path.stat().st_size for path, _ in files)
+    workers = min(IMPORT_WORKERS, len(files))
+    if workers < 2 or total_bytes < PARALLEL_IMPORT_MIN_BYTES:
+        outcomes = []
+        for index, (path, fmt) in enumerate(files):
+            if on_file:
+                on_file(path, index, len(files))
+            outcomes.append(_import_one(path, fmt, options))
+        return outcomes
+
+    # Largest files first, so one big flow log does not finish last alone.
+    order = sorted(range(len(files)), key=lambda i: -files[i][0].stat().st_size)
+    outcomes: list[ImportResult | str | None] = [None] * len(files)
+    # fork, unlike spawn, works from scripts and notebooks without a
+    # __main__ guard; the parent has not started pyarrow threads by now.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_import_one, files[i][0], files[i][1], options): i for i in order}
+        for done, future in enumerate(as_completed(futures)):
+            index = futures[future]
+            if on_file:
+                on_file(files[index][0], done, len(files))
+            outcomes[index] = future.result()
+    return outcomes
+
+
 def build(
     site_dir: str | Path,
     workspace: str | Path,
@@ -139,25 +186,17 @@ def build(
     flow_frames = []
     summaries: list[FileSummary] = []
     t = time.perf_counter()
-    for index, (path, fmt) in enumerate(files):
-        if on_file:
-            on_file(path, index, len(files))
+    options = {"column_map": site.inventory.column_map} if site.inventory.column_map else {}
+    outcomes = _import_all(files, options, on_file)
+    for (path, fmt), outcome in zip(files, outcomes):
         rel = str(path)
         summary = FileSummary(path=rel, format=fmt)
         summaries.append(summary)
-        if fmt is None:
-            summary.error = f"{rel}: unrecognised file format; skipped"
-            log.warning("run %s: %s", run_id, summary.error)
+        if isinstance(outcome, str):
+            summary.error = outcome
+            log.warning("run %s: %s", run_id, outcome)
             continue
-        options = {}
-        if fmt == "inventory-csv" and site.inventory.column_map:
-            options["column_map"] = site.inventory.column_map
-        try:
-            result: ImportResult = import_path(path, fmt, **options)
-        except InputFormatError as exc:
-            summary.error = str(exc)
-            log.warning("run %s: %s", run_id, exc)
-            continue
+        result: ImportResult = outcome
         summary.sha256 = _sha256(path)
         summary.records_read = result.records_read
         summary.records_skipped = result.records_skipped

@@ -2,7 +2,7 @@
 
 from twin.model.observation import Identity, Kind, Observation
 from twin.resolve.addresses import AddressPlan
-from twin.resolve.identity import cluster_identities, records_for
+from twin.resolve.identity import build_records, cluster_identities
 
 PLAN = AddressPlan(["10.0.0.0/16"])
 DAY = 86400.0
@@ -13,14 +13,12 @@ def obs(kind=Kind.DEVICE, source="nmap", t=1000.0, attrs=None, **ident):
 
 
 def groups_of(observations, window=DAY):
-    records = []
-    for i, o in enumerate(observations):
-        records.extend(records_for(o, i, PLAN))
+    records = build_records(observations, PLAN)
     clusters = cluster_identities(records, ip_window_s=window)
     out = {}
     for i, rec in enumerate(records):
         if not rec.named:
-            out.setdefault(clusters.root_of[i], set()).add(rec.obs_index)
+            out.setdefault(clusters.root_of[i], set()).update(rec.obs_indices)
     return {frozenset(v) for v in out.values()}, clusters.conflicts
 
 

@@ -42,7 +42,7 @@ class Property:
 
 @dataclass(frozen=True, slots=True)
 class NodeLabel:
-    """A node label, its key properties and the table that holds it."""
+    """A node label, its key properties and its table."""
 
     label: str
     table: str
@@ -57,7 +57,7 @@ class NodeLabel:
 
 @dataclass(frozen=True, slots=True)
 class RelType:
-    """A relationship type, its endpoints and the table that holds it.
+    """A relationship type, its endpoints and its table.
 
     ``start`` and ``end`` name the columns that hold the endpoint keys.
     """

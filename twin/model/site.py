@@ -357,7 +357,7 @@ class AttackPaths(_Strict):
 
 
 class External(_Strict):
-    """Which addresses count as internal, and which external endpoints are expected."""
+    """Internal prefixes besides the segments, and the expected external endpoints."""
 
     internal_cidrs: list[str] = Field(default_factory=list)
     allowlist: list[str] = Field(default_factory=list)

@@ -70,7 +70,13 @@ class AddressPlan:
     def __init__(self, segment_cidrs=(), internal_cidrs=()):
         nets = [ipaddress.ip_network(c, strict=False) for c in list(segment_cidrs) + list(internal_cidrs)]
         self.segment_networks = [ipaddress.ip_network(c, strict=False) for c in segment_cidrs]
-        self.internal = tuple(nets) + DEFAULT_INTERNAL
+        # Collapsing merges the hundreds of segment prefixes that sit inside
+        # 10.0.0.0/8, so each lookup tests a handful of networks.
+        merged = list(nets) + list(DEFAULT_INTERNAL)
+        self.internal = tuple(
+            list(ipaddress.collapse_addresses(n for n in merged if n.version == 4))
+            + list(ipaddress.collapse_addresses(n for n in merged if n.version == 6))
+        )
         self.broadcasts = {
             str(n.broadcast_address) for n in self.segment_networks if n.version == 4 and n.prefixlen < 31
         }

@@ -5,13 +5,14 @@ name, sysDescr, LLDP capabilities, nmap's OS class, open ports, the host
 name, the vendor) and proposes a device class with a weight. The proposal
 with the highest weight wins; every other proposal that agrees raises the
 confidence a little. The evidence list is kept on the device, so the app and
-``twin show device`` can say why a device is an infusion pump.
+``twin show device`` can show why a device is an infusion pump.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable
 
 from twin.discovery.inventory import device_type_to_class
@@ -193,6 +194,19 @@ class Proposal:
         return {"class": self.device_class, "weight": self.weight, "rule": self.rule, "value": self.value}
 
 
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def _first_match(patterns_by_class, text: str) -> str | None:
+    for device_class, patterns in patterns_by_class.items():
+        if any(_compiled(p).search(text) for p in patterns):
+            return device_class
+    return None
+
+
+@lru_cache(maxsize=65536)
 def type_to_class(text: str | None) -> str | None:
     """Map free text (a CMMS device type or model name) to a device class.
 
@@ -211,6 +225,14 @@ def type_to_class(text: str | None) -> str | None:
         if regex.search(text):
             return device_class
     return None
+
+
+@lru_cache(maxsize=65536)
+def _inventory_class(text: str | None) -> str | None:
+    # Two vocabularies read the CMMS text; a medical class from either wins,
+    # so "PACS Server" is a PACS and not a generic server.
+    readings = [r for r in (device_type_to_class(text), type_to_class(text)) if r]
+    return next((r for r in readings if r in MEDICAL_CLASSES), readings[0] if readings else None)
 
 
 def _capability_class(capabilities: Iterable[str]) -> str | None:
@@ -253,19 +275,15 @@ def classify(
     proposals: list[Proposal] = []
 
     inventory_type = facts.get("inventory_type")
-    # Two vocabularies read the CMMS text; a medical class from either wins,
-    # so "PACS Server" is a PACS and not a generic server.
-    readings = [r for r in (device_type_to_class(inventory_type), type_to_class(inventory_type)) if r]
-    found = next((r for r in readings if r in MEDICAL_CLASSES), readings[0] if readings else None)
+    found = _inventory_class(inventory_type)
     if found:
         proposals.append(Proposal(found, WEIGHT_INVENTORY_TYPE, "inventory device type", str(inventory_type)))
 
     model = facts.get("model")
     if model:
-        for device_class, patterns in (model_patterns or {}).items():
-            if any(re.search(p, model, re.IGNORECASE) for p in patterns):
-                proposals.append(Proposal(device_class, WEIGHT_MODEL, "site model pattern", model))
-                break
+        site_class = _first_match(model_patterns or {}, model)
+        if site_class:
+            proposals.append(Proposal(site_class, WEIGHT_MODEL, "site model pattern", model))
         else:
             found = type_to_class(model)
             if found:
@@ -283,7 +301,7 @@ def classify(
         proposals.append(Proposal(found, WEIGHT_LLDP_CAPABILITY, "LLDP/CDP capabilities", caps))
 
     # nmap lists every OS guess that ties for the best accuracy; when one of
-    # them is a general-purpose OS the guess says nothing about the class.
+    # them is a general-purpose OS the guess does not point to a class.
     os_types = [str(c.get("type", "")).lower() for c in facts.get("os_classes") or ()]
     if os_types and "general purpose" not in os_types:
         for os_type in os_types:
@@ -303,16 +321,13 @@ def classify(
     hostname = facts.get("hostname")
     if hostname:
         short = hostname.split(".", 1)[0]
-        merged = {k: list(v) for k, v in (hostname_patterns or {}).items()}
-        for device_class, patterns in merged.items():
-            if any(re.search(p, short, re.IGNORECASE) for p in patterns):
-                proposals.append(Proposal(device_class, WEIGHT_HOSTNAME + 0.05, "site host-name pattern", hostname))
-                break
+        site_class = _first_match(hostname_patterns or {}, short)
+        if site_class:
+            proposals.append(Proposal(site_class, WEIGHT_HOSTNAME + 0.05, "site host-name pattern", hostname))
         else:
-            for device_class, patterns in DEFAULT_HOSTNAME_PATTERNS.items():
-                if any(re.search(p, short, re.IGNORECASE) for p in patterns):
-                    proposals.append(Proposal(device_class, WEIGHT_HOSTNAME, "host-name pattern", hostname))
-                    break
+            default_class = _first_match(DEFAULT_HOSTNAME_PATTERNS, short)
+            if default_class:
+                proposals.append(Proposal(default_class, WEIGHT_HOSTNAME, "host-name pattern", hostname))
 
     vendor = (facts.get("vendor") or "").lower()
     for needle, device_class in _VENDOR_HINTS:

@@ -3,7 +3,7 @@
 Observations are merged in order of identifier strength: MAC address, then
 serial number, then IP address within a time window, then host name. A
 merge that would join two devices with different MAC addresses (or
-different serial numbers) is not made; it is reported as a conflict instead,
+different serial numbers) is not made. It is reported as a conflict instead,
 so a reused IP or a duplicated host name never fuses two devices silently.
 
 Notes
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from twin.model.observation import Identity, Kind, Observation, normalise_hostname
 from twin.resolve.addresses import AddressPlan, usable_mac
 
-__all__ = ["IdentityRecord", "Conflict", "Clusters", "cluster_identities", "records_for", "device_id_for"]
+__all__ = ["IdentityRecord", "Conflict", "Clusters", "cluster_identities", "build_records", "device_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class IdentityRecord:
     t0: float
     t1: float
     source: str
-    obs_index: int | None = None  # observation this record came from
-    named: bool = False  # True for the device an ARP/FDB/neighbour entry names
+    # Observations whose subject (or, when ``named``, the device an ARP, FDB
+    # or neighbour entry names) carries exactly these identifiers.
+    obs_indices: list[int] = field(default_factory=list)
+    named: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,37 +79,49 @@ def _short(hostname: str | None) -> str | None:
     return None if first.isdigit() else first
 
 
-def records_for(obs: Observation, index: int, plan: AddressPlan) -> list[IdentityRecord]:
-    """Return the identity records one observation contributes."""
-    subject = obs.subject
-    out = [
-        IdentityRecord(
-            macs=tuple(m for m in subject.macs if usable_mac(m)),
-            ips=tuple(ip for ip in subject.ips if plan.kind(ip) == "internal"),
-            hostname=normalise_hostname(subject.hostname),
-            serial=subject.serial,
-            t0=obs.seen_at,
-            t1=obs.seen_at,
-            source=obs.source,
-            obs_index=index,
-        )
-    ]
-    named = named_identity(obs, plan)
-    if named is not None and not named.is_empty():
-        out.append(
-            IdentityRecord(
-                macs=named.macs,
-                ips=named.ips,
-                hostname=named.hostname,
-                serial=None,
-                t0=obs.seen_at,
-                t1=obs.seen_at,
-                source=obs.source,
-                obs_index=index,
-                named=True,
+def build_records(observations: list[Observation], plan: AddressPlan) -> list[IdentityRecord]:
+    """Return the identity records of a list of observations.
+
+    Each observation contributes its subject, and ARP, FDB and LLDP/CDP
+    entries also the device they name. Records with the same identifiers
+    from the same source are kept once, with every observation index and
+    the widest time span, because one switch walk repeats the switch's own
+    identity in every FDB entry it reports.
+    """
+    records: list[IdentityRecord] = []
+    index_of: dict[tuple, int] = {}
+
+    def add(identity: Identity, source: str, seen_at: float, obs_index: int, named: bool) -> None:
+        key = (identity, source, named)
+        at = index_of.get(key)
+        if at is None:
+            record = IdentityRecord(
+                macs=tuple(m for m in identity.macs if usable_mac(m)),
+                ips=tuple(ip for ip in identity.ips if plan.kind(ip) == "internal"),
+                hostname=normalise_hostname(identity.hostname),
+                serial=identity.serial,
+                t0=seen_at,
+                t1=seen_at,
+                source=source,
+                named=named,
             )
-        )
-    return out
+            if not (record.macs or record.ips or record.hostname or record.serial):
+                return
+            index_of[key] = at = len(records)
+            records.append(record)
+        record = records[at]
+        record.obs_indices.append(obs_index)
+        if seen_at < record.t0:
+            record.t0 = seen_at
+        if seen_at > record.t1:
+            record.t1 = seen_at
+
+    for index, obs in enumerate(observations):
+        add(obs.subject, obs.source, obs.seen_at, index, False)
+        named = named_identity(obs, plan)
+        if named is not None:
+            add(named, obs.source, obs.seen_at, index, True)
+    return records
 
 
 def named_identity(obs: Observation, plan: AddressPlan) -> Identity | None:
@@ -200,9 +214,9 @@ def cluster_identities(records: list[IdentityRecord], *, ip_window_s: float) -> 
     ----------
     records : list of IdentityRecord
     ip_window_s : float
-        Two MAC-anchored devices holding one IP within this many seconds of
-        each other are a conflict (duplicate IP); further apart, the IP was
-        reused and both stay separate without a conflict.
+        Two MAC-anchored devices seen with one IP within this many seconds of
+        each other are a conflict (a duplicate IP). When they are further
+        apart, the IP was reused, and both stay separate without a conflict.
     """
     uf = _UnionFind(records)
     conflicts: list[Conflict] = []

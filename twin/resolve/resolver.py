@@ -30,14 +30,14 @@ from twin.model.site import SiteConfig
 from twin.model.twin import Twin
 from twin.resolve.addresses import AddressPlan, usable_mac
 from twin.resolve.classify import ROLE_OF_CLASS, classify
-from twin.resolve.identity import Conflict, IdentityRecord, cluster_identities, device_id_for, records_for
+from twin.resolve.identity import Conflict, IdentityRecord, build_records, cluster_identities, device_id_for
 from twin.resolve.segments import assign_segments, segments_table
 
 __all__ = ["Resolution", "resolve", "SOURCE_PRECEDENCE", "WELL_KNOWN_PORTS"]
 
 log = logging.getLogger(__name__)
 
-# Which source wins when two disagree on a device property (lower wins).
+# Rank of each source when two disagree on a device property; the lower rank wins.
 SOURCE_PRECEDENCE = {"inventory": 0, "snmp": 1, "lldpd": 2, "nmap": 3}
 _LAST = 9
 
@@ -162,9 +162,7 @@ def resolve(
     )
 
     step("identity")
-    records: list[IdentityRecord] = []
-    for index, obs in enumerate(observations):
-        records.extend(records_for(obs, index, plan))
+    records = build_records(observations, plan)
     frames = [frame for _, frame in flow_frames]
     records.extend(_flow_ip_records(frames, plan))
     records = [r for r in records if r.macs or r.ips or r.hostname or r.serial]
@@ -308,8 +306,7 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
         facts: dict[str, Any] = {"capabilities": set(), "ports": set(), "os_classes": []}
         sources: set[str] = set()
         t0, t1 = float("inf"), float("-inf")
-        managed = False
-        evidence_sources: dict[str, str] = {}
+        flags = {"managed": False}
 
         for i in members:
             rec = clusters.records[i]
@@ -322,34 +319,8 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
             rank = SOURCE_PRECEDENCE.get(rec.source, _LAST)
             if rec.hostname:
                 hostnames.append((rank + (5 if rec.named else 0), rec.hostname))
-            if rec.obs_index is None:
-                continue
-            obs = observations[rec.obs_index]
-            if rec.named:
-                if obs.kind == Kind.NEIGHBOR:
-                    facts["capabilities"].update(obs.attrs.get("remote_capabilities") or ())
-                    if obs.attrs.get("remote_sys_descr"):
-                        _offer(props, "sys_descr", obs.attrs["remote_sys_descr"], rank + 5, obs.source)
-                    if obs.attrs.get("remote_platform"):
-                        _offer(props, "model", obs.attrs["remote_platform"], rank + 5, obs.source)
-                continue
-            if obs.kind == Kind.DEVICE:
-                attrs = obs.attrs
-                for key in DEVICE_PROPERTIES:
-                    if key == "hostname":
-                        continue
-                    if attrs.get(key):
-                        _offer(props, key, attrs[key], rank, obs.source)
-                if attrs.get("device_class"):
-                    _offer(props, "inventory_type", attrs["device_class"], rank, obs.source)
-                if attrs.get("os_classes"):
-                    facts["os_classes"].extend(attrs["os_classes"])
-                if attrs.get("managed") or obs.source == "inventory":
-                    managed = True
-                if attrs.get("sys_services") is not None:
-                    facts["snmp_sys_services"] = attrs["sys_services"]
-            elif obs.kind == Kind.SERVICE:
-                facts["ports"].add((obs.attrs.get("proto"), obs.attrs.get("port")))
+            for obs_index in rec.obs_indices:
+                _gather(observations[obs_index], rec.named, rank, props, facts, flags)
 
         if not (macs or ips or serials or hostnames):
             continue
@@ -393,7 +364,7 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
                 "device_class": device_class,
                 "criticality": None,
                 "role": ROLE_OF_CLASS.get(device_class, "unknown"),
-                "managed": managed,
+                "managed": flags["managed"],
                 "confidence": confidence,
                 "class_evidence": class_evidence + [{"rule": "property source", "value": evidence_sources}],
                 "segment_id": None,
@@ -410,6 +381,31 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
             }
         )
     return devices, device_of_root
+
+
+def _gather(obs: Observation, named: bool, rank: int, props, facts, flags) -> None:
+    """Add the properties and classification facts one observation states about a device."""
+    attrs = obs.attrs
+    if named:
+        if obs.kind == Kind.NEIGHBOR:
+            facts["capabilities"].update(attrs.get("remote_capabilities") or ())
+            if attrs.get("remote_sys_descr"):
+                _offer(props, "sys_descr", attrs["remote_sys_descr"], rank + 5, obs.source)
+            if attrs.get("remote_platform"):
+                _offer(props, "model", attrs["remote_platform"], rank + 5, obs.source)
+        return
+    if obs.kind == Kind.DEVICE:
+        for key in DEVICE_PROPERTIES:
+            if key != "hostname" and attrs.get(key):
+                _offer(props, key, attrs[key], rank, obs.source)
+        if attrs.get("device_class"):
+            _offer(props, "inventory_type", attrs["device_class"], rank, obs.source)
+        if attrs.get("os_classes"):
+            facts["os_classes"].extend(attrs["os_classes"])
+        if attrs.get("managed") or obs.source == "inventory":
+            flags["managed"] = True
+    elif obs.kind == Kind.SERVICE:
+        facts["ports"].add((attrs.get("proto"), attrs.get("port")))
 
 
 def _offer(props, key, value, rank, source) -> None:
@@ -430,10 +426,9 @@ def _order_ips(ips: Counter) -> list[str]:
 def _observation_devices(observations, clusters, device_of_root):
     out: list[list[str | None]] = [[None, None] for _ in observations]
     for i, rec in enumerate(clusters.records):
-        if rec.obs_index is None:
-            continue
         device_id = device_of_root.get(clusters.root_of[i])
-        out[rec.obs_index][1 if rec.named else 0] = device_id
+        for obs_index in rec.obs_indices:
+            out[obs_index][1 if rec.named else 0] = device_id
     return [tuple(pair) for pair in out]
 
 
@@ -588,9 +583,9 @@ def _remote_port(attrs, iface_by_mac, remote_device) -> str:
 def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], run_id: str):
     """Aggregate flows into COMMUNICATES_WITH rows.
 
-    Within one source counters add up; across sources (two vantage points
-    reporting the same traffic, such as Zeek and NetFlow) the larger count
-    is kept, so overlapping sources do not double the volume.
+    Within one source, counters add up. Across sources the larger count is
+    kept, because two vantage points (Zeek and NetFlow, say) often report the
+    same traffic and adding them would double its volume.
     """
     per_source: list[pd.DataFrame] = []
     by_source: dict[str, list[pd.DataFrame]] = defaultdict(list)
@@ -601,53 +596,113 @@ def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], ru
     if not by_source:
         return pd.DataFrame(columns=columns), pd.DataFrame(columns=["address", "category", "first_seen", "last_seen", "sources", "run_id"]), 0
 
-    addresses = pd.unique(pd.concat([f[c] for frames in by_source.values() for f in frames for c in ("src_ip", "dst_ip")]).astype(str))
-    kinds = {ip: plan.kind(ip) for ip in addresses}
-    endpoint = {}
-    for ip, kind in kinds.items():
-        if kind == "internal":
-            endpoint[ip] = (ip_owner.get(ip), "device")
-        elif kind == "external":
-            endpoint[ip] = (ip, "external")
-        else:
-            endpoint[ip] = (None, None)
+    # Endpoints become integer node codes (devices, then External addresses)
+    # so grouping a million flows works on int64 columns, not strings.
+    node_ids: list[str] = []
+    node_kinds: list[str] = []
+    node_of: dict[str, int] = {}
+    code_of_ip: dict[str, int] = {}
+    internal_seen = 0
 
-    keys = ["src_id", "src_kind", "dst_id", "dst_kind", "proto", "dst_port"]
-    for source, frames in sorted(by_source.items()):
-        frame = pd.concat(frames, ignore_index=True)
-        src = frame["src_ip"].astype(str).map(lambda ip: endpoint[ip])
-        dst = frame["dst_ip"].astype(str).map(lambda ip: endpoint[ip])
-        frame = frame.assign(
-            src_id=[e[0] for e in src],
-            src_kind=[e[1] for e in src],
-            dst_id=[e[0] for e in dst],
-            dst_kind=[e[1] for e in dst],
-        )
-        frame = frame[frame["src_id"].notna() & frame["dst_id"].notna()]
-        frame = frame[~((frame["src_kind"] == "external") & (frame["dst_kind"] == "external"))]
-        frame = frame[frame["src_id"] != frame["dst_id"]]
-        grouped = frame.groupby(keys, sort=False, dropna=False).agg(
-            bytes=("bytes", "sum"),
-            packets=("packets", "sum"),
-            flows=("flows", "sum"),
-            first_seen=("first_seen", "min"),
-            last_seen=("last_seen", "max"),
-        )
-        grouped["source"] = source
-        per_source.append(grouped.reset_index())
+    def node_code(ip: str) -> int:
+        nonlocal internal_seen
+        code = code_of_ip.get(ip)
+        if code is not None:
+            return code
+        kind = plan.kind(ip)
+        if kind == "internal":
+            internal_seen += 1
+            node, node_kind = ip_owner.get(ip), "device"
+        elif kind == "external":
+            node, node_kind = ip, "external"
+        else:
+            node = None
+        if node is None:
+            code = -1
+        else:
+            code = node_of.get(node)
+            if code is None:
+                code = node_of[node] = len(node_ids)
+                node_ids.append(node)
+                node_kinds.append(node_kind)
+        code_of_ip[ip] = code
+        return code
+
+    def codes(column: pd.Series) -> np.ndarray:
+        values, uniques = pd.factorize(column.astype(str))
+        lookup = np.fromiter((node_code(ip) for ip in uniques), dtype=np.int64, count=len(uniques))
+        return lookup[values]
+
+    protocols: dict[str, int] = {}
+    keys = ["src", "dst", "proto", "dst_port"]
+    source_names = sorted(by_source)
+    for bit, source in enumerate(source_names):
+        for frame in by_source[source]:
+            proto_values, proto_uniques = pd.factorize(frame["proto"].astype(str))
+            proto_lookup = np.array([protocols.setdefault(p, len(protocols)) for p in proto_uniques], dtype=np.int64)
+            coded = pd.DataFrame(
+                {
+                    "src": codes(frame["src_ip"]),
+                    "dst": codes(frame["dst_ip"]),
+                    "proto": proto_lookup[proto_values] if len(proto_uniques) else np.zeros(len(frame), dtype=np.int64),
+                    "dst_port": frame["dst_port"].fillna(0).to_numpy(dtype=np.int64),
+                    "bytes": frame["bytes"].fillna(0).to_numpy(dtype=np.int64),
+                    "packets": frame["packets"].fillna(0).to_numpy(dtype=np.int64),
+                    "flows": frame["flows"].fillna(0).to_numpy(dtype=np.int64),
+                    "first_seen": frame["first_seen"].to_numpy(dtype=np.float64),
+                    "last_seen": frame["last_seen"].to_numpy(dtype=np.float64),
+                }
+            )
+            kinds_arr = np.array(node_kinds + ["none"], dtype=object)
+            keep = (coded["src"] >= 0) & (coded["dst"] >= 0) & (coded["src"] != coded["dst"])
+            keep &= ~((kinds_arr[coded["src"].to_numpy()] == "external") & (kinds_arr[coded["dst"].to_numpy()] == "external"))
+            coded = coded[keep]
+            coded["source_bits"] = 1 << bit
+            per_source.append(coded)
 
     merged = pd.concat(per_source, ignore_index=True)
-    comms = merged.groupby(keys, sort=True, dropna=False).agg(
+    # Within a source, rows of one key add up; across sources the larger value wins.
+    within = merged.groupby(keys + ["source_bits"], sort=False).agg(
+        bytes=("bytes", "sum"),
+        packets=("packets", "sum"),
+        flows=("flows", "sum"),
+        first_seen=("first_seen", "min"),
+        last_seen=("last_seen", "max"),
+    ).reset_index()
+    del merged
+    grouped = within.groupby(keys, sort=True).agg(
         bytes=("bytes", "max"),
         packets=("packets", "max"),
         flows=("flows", "max"),
         first_seen=("first_seen", "min"),
         last_seen=("last_seen", "max"),
-        sources=("source", lambda s: tuple(sorted(set(s)))),
+        source_bits=("source_bits", "sum"),  # one row per source and key, so the sum is a bitwise or
     ).reset_index()
-    comms["sources"] = [list(s) for s in comms["sources"]]
-    for col in ("bytes", "packets", "flows", "dst_port"):
-        comms[col] = comms[col].fillna(0).astype("int64")
+    del within
+
+    ids = np.array(node_ids, dtype=object)
+    kinds_arr = np.array(node_kinds, dtype=object)
+    proto_names = np.array(sorted(protocols, key=protocols.get), dtype=object)
+    names_of = {bits: [n for b, n in enumerate(source_names) if bits & (1 << b)] for bits in grouped["source_bits"].unique()}
+    src, dst = grouped["src"].to_numpy(), grouped["dst"].to_numpy()
+    comms = pd.DataFrame(
+        {
+            "src_id": ids[src],
+            "src_kind": kinds_arr[src],
+            "dst_id": ids[dst],
+            "dst_kind": kinds_arr[dst],
+            "proto": proto_names[grouped["proto"].to_numpy()],
+            "dst_port": grouped["dst_port"].to_numpy(),
+            "bytes": grouped["bytes"].to_numpy(),
+            "packets": grouped["packets"].to_numpy(),
+            "flows": grouped["flows"].to_numpy(),
+            "first_seen": grouped["first_seen"].to_numpy(),
+            "last_seen": grouped["last_seen"].to_numpy(),
+            # Rows share one list per combination of sources: a million
+            # separate lists would cost about 100 MB.
+            "sources": [names_of[b] for b in grouped["source_bits"].tolist()],
+        }
+    )
     comms["run_id"] = run_id
 
     ext_rows = []
@@ -663,8 +718,7 @@ def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], ru
     externals["category"] = "unknown"
     externals["sources"] = [["flows"] for _ in range(len(externals))]
     externals["run_id"] = run_id
-    flow_only = int(sum(1 for ip, k in kinds.items() if k == "internal" and ip in ip_owner))
-    return comms, externals, flow_only
+    return comms, externals, internal_seen
 
 
 def _services(observations, obs_devices, communications: pd.DataFrame, run_id) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Segment assignment: which segment each device sits in.
 
 A device is assigned by the most specific segment prefix containing its
-primary IP address; failing that, by the VLAN of the switch port it is
-attached to. Devices that match neither have no segment.
+primary IP address. When no prefix contains it, the VLAN of the switch port
+it is attached to decides. Devices that match neither have no segment.
 """
 
 from __future__ import annotations
