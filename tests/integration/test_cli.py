@@ -106,3 +106,22 @@ def test_invalid_site_yaml_names_line(tmp_path):
     assert result.exit_code == 1
     assert f"site.yaml:{line}: field policy.default_action" in result.stderr
     assert not (tmp_path / "w.sqlite").exists() or "snapshot" not in result.stdout
+
+
+def test_sample_command_writes_buildable_site(tmp_path):
+    first = twin("sample", str(tmp_path / "a"), "--devices", "300", "--seed", "3")
+    second = twin("sample", str(tmp_path / "b"), "--devices", "300", "--seed", "3")
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    for path in sorted((tmp_path / "a").rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
+    built = twin("build", str(tmp_path / "a"), "-w", str(tmp_path / "w.sqlite"))
+    assert built.exit_code == 0, built.output
+    truth = yaml.safe_load((tmp_path / "a" / "ground_truth.yaml").read_text())
+    assert f"{truth['counts']['devices']} devices" in built.stdout
+
+
+def test_sample_rejects_too_few_devices(tmp_path):
+    result = twin("sample", str(tmp_path / "a"), "--devices", "5")
+    assert result.exit_code == 2

@@ -372,7 +372,7 @@ def snapshots(workspace: Optional[Path] = WorkspaceOption) -> None:
 @app.command()
 def sample(
     out_dir: Path = typer.Argument(..., file_okay=False, help="Folder to write the site into (created)."),
-    devices: int = typer.Option(1500, "--devices", "-n", min=10, max=1_000_000, help="Number of devices."),
+    devices: int = typer.Option(1500, "--devices", "-n", min=200, max=500_000, help="Number of devices (200 to 500,000)."),
     seed: int = typer.Option(7, "--seed", help="Random seed; the same seed and size give byte-identical files."),
     pair: bool = typer.Option(False, "--pair", help="Write the small compliant/violating pair instead of a hospital."),
 ) -> None:
