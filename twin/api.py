@@ -58,7 +58,8 @@ class Workspace:
         self._twins: dict[str, Twin] = {}
 
     def store(self) -> EmbeddedStore:
-        return EmbeddedStore(self.path)
+        """Open the workspace for reading; a missing workspace is an error, not created."""
+        return EmbeddedStore(self.path, create=False)
 
     def build(self, site_dir: str | Path, **callbacks):
         """Build a new snapshot from a site folder; see :func:`twin.pipeline.build`."""

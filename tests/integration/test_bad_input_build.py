@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from twin.api import Workspace
-from twin.exceptions import ConfigError
+from twin.exceptions import ConfigError, SnapshotNotFound
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_networks" / "pair" / "violating"
 
@@ -70,3 +70,28 @@ def test_invalid_config_keeps_previous_snapshot(site, tmp_path):
         ws.build(site)
     assert list(ws.snapshots()["run_id"]) == [first.run_id]
     assert len(ws.twin().devices) == len(ws.twin(first.run_id).devices)
+
+
+def test_internal_only_flows_build(tmp_path):
+    site = tmp_path / "site"
+    (site / "flows").mkdir(parents=True)
+    (site / "site.yaml").write_text("site: {name: ward}\nsegments:\n  - id: ward\n    cidrs: [10.20.0.0/16]\n")
+    line = (
+        '{"ts": 1700000000.0, "uid": "C1", "id.orig_h": "10.20.1.10", "id.orig_p": 50000, '
+        '"id.resp_h": "10.20.1.20", "id.resp_p": 443, "proto": "tcp", "duration": 1.0, '
+        '"orig_bytes": 100, "resp_bytes": 200, "orig_pkts": 2, "resp_pkts": 2}\n'
+    )
+    (site / "flows" / "conn.log").write_text(line)
+    ws = Workspace(tmp_path / "w.sqlite")
+    result = ws.build(site)
+    assert result.stats["externals"] == 0
+    comms = ws.twin().communications
+    assert list(zip(comms["proto"], comms["dst_port"], comms["bytes"])) == [("tcp", 443, 300)]
+    assert ws.twin().externals.empty
+
+
+def test_reading_missing_workspace_creates_nothing(tmp_path):
+    ws = Workspace(tmp_path / "none" / "w.sqlite")
+    with pytest.raises(SnapshotNotFound, match="workspace not found"):
+        ws.twin()
+    assert not (tmp_path / "none").exists()

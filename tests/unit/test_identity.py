@@ -84,7 +84,24 @@ def test_virtual_router_mac_never_merges():
     assert groups == {frozenset({0}), frozenset({1})}
 
 
-def test_external_ip_is_not_identity():
-    observations = [obs(ips=("203.0.113.5",), hostname="a"), obs(ips=("203.0.113.5",), hostname="b")]
-    groups, _ = groups_of(observations)
-    assert groups == {frozenset({0}), frozenset({1})}
+def test_public_address_of_device_kept():
+    observations = [obs(source="snmp", ips=("203.0.113.5", "127.0.0.1"), hostname="sw-dmz")]
+    records = build_records(observations, PLAN)
+    assert [(r.ips, r.hostname) for r in records] == [(("203.0.113.5",), "sw-dmz")]
+
+
+def test_cdp_serial_suffix_merges_with_entity_serial():
+    switch = obs(source="snmp", macs=("00:aa:00:00:00:01",), hostname="core-1")
+    neighbour = obs(
+        kind=Kind.NEIGHBOR,
+        source="snmp",
+        macs=("00:aa:00:00:00:01",),
+        attrs={"protocol": "cdp", "remote_sys_name": "nexus-01(SSI183706KP)"},
+    )
+    nexus = obs(source="snmp", macs=("00:bb:00:00:00:02",), hostname="nexus-01", serial="SSI183706KP")
+    records = build_records([switch, neighbour, nexus], PLAN)
+    clusters = cluster_identities(records, ip_window_s=DAY)
+    named = next(i for i, r in enumerate(records) if r.named)
+    own = next(i for i, r in enumerate(records) if r.serial and not r.named)
+    assert records[named].hostname == "nexus-01"
+    assert clusters.root_of[named] == clusters.root_of[own]

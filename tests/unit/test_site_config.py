@@ -46,7 +46,11 @@ def test_valid_site_loads():
         ("cidrs: [10.20.0.0/24]", "cidrs: [10.20.0.0/33]", 4, "segments.0.cidrs"),
         ("vlan_ids: [120]", "vlan_ids: [5000]", 5, "segments.0.vlan_ids"),
         ("services: [https]", "services: [tcp/70000]", 18, "policy.rules.0.services"),
-        ("to: {segment: servers}", "to: {segment: nowhere}", None, "(top level)"),
+        ("to: {segment: servers}", "to: {segment: nowhere}", 17, "policy.rules.0.to"),
+        ("- id: servers", "- id: pumps", 8, "segments.1.id"),
+        ("cidrs: [10.30.0.0/24]", "cidrs: [10.30.0.1/24]", 9, "segments.1.cidrs"),
+        ("designated_classes: [infusion_pump]", "designated_classes: [infusion_pmp]", 7, "segments.0.designated_classes"),
+        ("from: class:infusion_pump", "from: class:infusoin_pump", 16, "policy.rules.0.from.device_class"),
         ("action: allow", "action: permit", 15, "policy.rules.0.action"),
         ("zone: it", "zone: it\n    colour: red", 11, "segments.1.colour"),
     ],
@@ -59,6 +63,11 @@ def test_invalid_field_names_line(old, new, line, field):
     assert f"field {field}" in message
     if line is not None:
         assert f"site.yaml:{line}:" in message
+
+
+def test_empty_file_rejected():
+    with pytest.raises(ConfigError, match="site configuration is empty"):
+        parse_site("", "site.yaml")
 
 
 def test_required_deny_rejected():

@@ -409,12 +409,13 @@ def _frame(mode: str, found: list[tuple[float, int, tuple[str, ...]]], view: pd.
     needed = sorted({node for _, _, path in found for node in path})
     info = view.reindex(needed)
     hostnames = {k: v for k, v in zip(needed, info["hostname"], strict=True) if isinstance(v, str) and v}
+    labels = {k: v for k, v in zip(needed, info["label"], strict=True) if isinstance(v, str) and v}
     classes = dict(zip(needed, info["device_class"], strict=True))
     criticality = dict(zip(needed, info["criticality"], strict=True))
     rows = []
     for number, (cost, hops, path) in enumerate(found, start=1):
         entry, target = path[0], path[-1]
-        names = [hostnames.get(node) or node for node in path]
+        names = [labels.get(node) or node for node in path]
         severity = CRITICALITY_SEVERITY.get(criticality.get(target), "low")
         if mode == "permitted":
             severity = lower_severity(severity)

@@ -103,7 +103,7 @@ def from_paths(twin: Twin, site: SiteConfig, paths: pd.DataFrame, engine: Policy
     engine = engine or PolicyEngine(site)
     view = device_view(twin, site)
     segment_of = view["segment_id"].to_dict()
-    hostnames = view["hostname"].to_dict()
+    hostnames = view["label"].to_dict()
     total = len(paths)
     critical = paths["severity"] == "critical"
     n_critical = int(critical.sum())

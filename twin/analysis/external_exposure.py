@@ -83,6 +83,7 @@ def find(twin: Twin, site: SiteConfig, **params) -> pd.DataFrame:
     devices = device_view(twin, site)
     info = devices.reindex(rows["device_id"].to_numpy())
     rows["hostname"] = info["hostname"].to_numpy(dtype=object)
+    labels = info["label"].to_numpy(dtype=object)
     rows["ip"] = info["ip"].to_numpy(dtype=object)
     rows["segment_id"] = info["segment_id"].to_numpy(dtype=object)
     rows["device_class"] = info["device_class"].fillna("unknown").to_numpy(dtype=object)
@@ -95,9 +96,9 @@ def find(twin: Twin, site: SiteConfig, **params) -> pd.DataFrame:
         default="medium",
     )
     rows["evidence"] = [
-        f"{h or d} {'sent' if direction == 'outbound' else 'received'} {f} flows "
+        f"{label if isinstance(label, str) else d} {'sent' if direction == 'outbound' else 'received'} {f} flow{'s' if f != 1 else ''} "
         f"{'to' if direction == 'outbound' else 'from'} {e} {p}/{port}, which is not on the allowlist"
-        for h, d, direction, e, p, port, f in zip(rows["hostname"], rows["device_id"], rows["direction"], rows["external"], rows["proto"], rows["dst_port"], rows["flows"], strict=True)
+        for label, d, direction, e, p, port, f in zip(labels, rows["device_id"], rows["direction"], rows["external"], rows["proto"], rows["dst_port"], rows["flows"], strict=True)
     ]
     return finalise(rows, COLUMNS, ["device_id", "direction", "external", "proto", "dst_port"])
 

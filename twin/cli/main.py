@@ -129,7 +129,9 @@ def build(
         table.add_column(col, justify="right" if col in ("records", "skipped") else "left")
     for f in result.files:
         note = f.error or (f.issues[0] if f.issues else "")
-        table.add_row(_relative(f.path, site_dir), f.format or "-", str(f.records_read), str(f.records_skipped), note[:120])
+        if len(f.issues) > 1:
+            note += f" (and {len(f.issues) - 1} more; all are listed in the report)"
+        table.add_row(_relative(f.path, site_dir), f.format or "-", str(f.records_read), str(f.records_skipped), note)
     err.print(table)
     stats = result.stats
     for conflict in result.conflicts[:10]:
@@ -241,7 +243,30 @@ def analyze(
         frame = findings[query[0]]
         frame = frame.apply(lambda col: col.map(lambda v, c=col.name: csv_value(v, c)))
         frame.to_csv(sys.stdout, index=False)
-    raise typer.Exit(exit_code_for(findings, fail_on))
+    code = exit_code_for(findings, fail_on)
+    _explain_gate(findings, fail_on, code)
+    raise typer.Exit(code)
+
+
+def _explain_gate(findings, fail_on: Optional[str], code: int) -> None:
+    """Say on stderr why --fail-on gave a non-zero exit code."""
+    from twin.report import severity_rank
+
+    if not code or fail_on is None:
+        return
+    threshold = severity_rank(fail_on)
+    count = 0
+    for frame in findings.values():
+        if "severity" in frame.columns:
+            count += sum(1 for s in frame["severity"] if s not in (None, "") and _rank_or_top(s, severity_rank) >= threshold)
+    err.print(f"{count} finding(s) at or above {fail_on}: exit code {code}", highlight=False)
+
+
+def _rank_or_top(severity, severity_rank) -> int:
+    try:
+        return severity_rank(str(severity))
+    except ValueError:
+        return 99  # unrated findings count as the most severe, as the gate treats them
 
 
 @app.command()
@@ -268,6 +293,7 @@ def report(
     except TwinError as exc:
         _fail(exc)
     written = write_report(findings, context, out_dir, wanted)
+    code = exit_code_for(findings, fail_on)
     if not quiet:
         render_terminal(findings, out, context, top=10)
     for key, path in written.items():
@@ -276,7 +302,8 @@ def report(
     csvs = [p for k, p in written.items() if k.startswith("csv:")]
     if csvs:
         err.print(f"wrote {len(csvs)} CSV files to {csvs[0].parent}", highlight=False)
-    raise typer.Exit(exit_code_for(findings, fail_on))
+    _explain_gate(findings, fail_on, code)
+    raise typer.Exit(code)
 
 
 @show_app.command("device")
@@ -385,7 +412,12 @@ def sample(
             out.print(f"wrote {out_dir}/compliant and {out_dir}/violating", highlight=False)
         else:
             summary = generate_site(out_dir, devices=devices, seed=seed)
-            out.print(f"wrote {out_dir}: {summary}", highlight=False)
+            out.print(
+                f"wrote {out_dir}: {summary.devices} devices in {summary.segments} segments, "
+                f"{summary.edges} communication edges, {summary.flow_records} flow records; "
+                f"ground truth in {out_dir / 'ground_truth.yaml'}",
+                highlight=False,
+            )
     except TwinError as exc:
         _fail(exc)
 

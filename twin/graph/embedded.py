@@ -158,7 +158,7 @@ def _arrow_table(table: str, frame: pd.DataFrame) -> pa.Table:
             # text) and missing values; anything else is converted per value.
             try:
                 arrays.append(pa.array(frame[col], type=_ARROW_TYPES[kind], from_pandas=True))
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 arrays.append(_arrow_column(frame[col].tolist(), kind))
         else:
             arrays.append(_arrow_column(frame[col].tolist(), kind))
@@ -227,10 +227,17 @@ class EmbeddedStore:
     ----------
     path : str or Path
         Workspace file; created with its folder when missing.
+    create : bool
+        When False, a missing workspace raises SnapshotNotFound instead of
+        being created (for commands that only read).
     """
 
-    def __init__(self, path: str | Path = DEFAULT_WORKSPACE):
+    def __init__(self, path: str | Path = DEFAULT_WORKSPACE, *, create: bool = True):
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise SnapshotNotFound(
+                f"{self.path}: workspace not found; run 'twin build SITE_DIR' first, or pass --workspace"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twin.exceptions import ConfigError
+from twin.model.classes import DEVICE_CLASSES
 
 __all__ = [
     "SiteConfig",
@@ -80,6 +81,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def _check_classes(value: list[str]) -> list[str]:
+    for name in value:
+        if name not in DEVICE_CLASSES:
+            raise ValueError(f"unknown device class {name!r}; valid: {', '.join(DEVICE_CLASSES)}")
+    return value
+
+
+def _check_network(text: str, example: str) -> str:
+    """Return a prefix in canonical form; reject host bits, which usually mean a typo."""
+    try:
+        net = ipaddress.ip_network(str(text), strict=False)
+    except ValueError:
+        raise ValueError(f"invalid prefix {text!r}; expected CIDR notation such as {example}") from None
+    if str(net) != str(text).strip() and net.network_address != ipaddress.ip_interface(str(text)).ip:
+        raise ValueError(f"invalid prefix {text!r}: host bits are set; did you mean {net}?")
+    return str(net)
+
+
 def _as_list(value: Any) -> Any:
     if value is None:
         return []
@@ -113,12 +132,12 @@ class Selector(_Strict):
     @field_validator("cidr")
     @classmethod
     def _check_cidrs(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise ValueError(f"invalid prefix {text!r}; expected CIDR notation such as 10.20.0.0/16") from None
-        return value
+        return [_check_network(text, "10.20.0.0/16") for text in value]
+
+    @field_validator("device_class")
+    @classmethod
+    def _check_device_class(cls, value: list[str]) -> list[str]:
+        return _check_classes(value)
 
     @field_validator("criticality")
     @classmethod
@@ -307,13 +326,12 @@ class Segment(_Strict):
     @field_validator("cidrs")
     @classmethod
     def _check_cidrs(cls, value: list[str]) -> list[str]:
-        out = []
-        for text in value:
-            try:
-                out.append(str(ipaddress.ip_network(str(text), strict=False)))
-            except ValueError:
-                raise ValueError(f"invalid prefix {text!r}; expected CIDR notation such as 10.20.0.0/24") from None
-        return out
+        return [_check_network(text, "10.20.0.0/24") for text in value]
+
+    @field_validator("designated_classes")
+    @classmethod
+    def _check_designated(cls, value: list[str]) -> list[str]:
+        return _check_classes(value)
 
     @field_validator("vlan_ids")
     @classmethod
@@ -412,24 +430,6 @@ class SiteConfig(_Strict):
     resolution: Resolution = Field(default_factory=Resolution)
     path: str | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _check_references(self) -> "SiteConfig":
-        ids = [s.id for s in self.segments]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate segment id(s) {', '.join(duplicates)}; segment ids must be unique")
-        known = set(ids)
-        selectors: list[tuple[str, Selector]] = []
-        for rule in self.policy.rules:
-            selectors += [(f"policy rule {rule.name!r}", rule.from_), (f"policy rule {rule.name!r}", rule.to)]
-        selectors += [("attack_paths.entry_points", s) for s in self.attack_paths.entry_points]
-        selectors += [("attack_paths.targets", s) for s in self.attack_paths.targets]
-        for where, selector in selectors:
-            for seg in selector.segment:
-                if seg not in known:
-                    raise ValueError(f"{where} names segment {seg!r}, which is not defined; known: {', '.join(sorted(known))}")
-        return self
-
     def segment(self, segment_id: str) -> Segment:
         for seg in self.segments:
             if seg.id == segment_id:
@@ -462,6 +462,37 @@ def _line_map(text: str) -> dict[tuple, int]:
     return lines
 
 
+def _reference_errors(config: SiteConfig) -> list[tuple[tuple, str]]:
+    """Return (YAML path, message) for duplicate segment ids and unknown segment references."""
+    errors: list[tuple[tuple, str]] = []
+    seen: set[str] = set()
+    for index, seg in enumerate(config.segments):
+        if seg.id in seen:
+            errors.append((("segments", index, "id"), f"duplicate segment id {seg.id!r}; segment ids must be unique"))
+        seen.add(seg.id)
+    known = ", ".join(sorted(seen)) or "(none defined)"
+    places: list[tuple[tuple, Selector]] = []
+    for index, rule in enumerate(config.policy.rules):
+        places += [(("policy", "rules", index, "from"), rule.from_), (("policy", "rules", index, "to"), rule.to)]
+    for index, rule in enumerate(config.criticality.rules):
+        places.append((("criticality", "rules", index, "match"), rule.match))
+    for key in ("entry_points", "targets"):
+        for index, selector in enumerate(getattr(config.attack_paths, key)):
+            places.append((("attack_paths", key, index), selector))
+    for path, selector in places:
+        for name in selector.segment:
+            if name not in seen:
+                errors.append((path, f"names segment {name!r}, which is not defined; known: {known}"))
+    return errors
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
 def _loc_to_path(loc: tuple) -> tuple:
     # pydantic reports the alias-less field name "from_" for the "from" key.
     return tuple("from" if part == "from_" else part for part in loc)
@@ -475,6 +506,8 @@ def parse_site(text: str, path: str = "<string>") -> SiteConfig:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the site configuration is empty; it needs at least 'site: {{name: ...}}' (see docs/site-config.md)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with at least 'site: {{name: ...}}', got {type(data).__name__}")
     try:
@@ -484,11 +517,7 @@ def parse_site(text: str, path: str = "<string>") -> SiteConfig:
         messages = []
         for error in exc.errors():
             loc = _loc_to_path(tuple(p for p in error["loc"] if not isinstance(p, str) or not p.startswith("function-")))
-            line = None
-            for cut in range(len(loc), -1, -1):
-                if loc[:cut] in lines:
-                    line = lines[loc[:cut]]
-                    break
+            line = _line_of(lines, loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
             msg = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
@@ -496,6 +525,15 @@ def parse_site(text: str, path: str = "<string>") -> SiteConfig:
             where = f"{path}:{line}" if line else path
             messages.append(f"{where}: field {field}: {msg}")
         raise ConfigError("invalid site configuration:\n  " + "\n  ".join(messages)) from None
+    references = _reference_errors(config)
+    if references:
+        lines = _line_map(text)
+        messages = []
+        for loc, msg in references:
+            line = _line_of(lines, loc)
+            where = f"{path}:{line}" if line else path
+            messages.append(f"{where}: field {'.'.join(str(p) for p in loc)}: {msg}")
+        raise ConfigError("invalid site configuration:\n  " + "\n  ".join(messages))
     config.path = path
     return config
 

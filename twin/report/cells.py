@@ -204,6 +204,9 @@ def csv_value(value: Any, column: str = "") -> Any:
         return clean_text(json.dumps(to_jsonable(value), ensure_ascii=False, sort_keys=True))
     if is_missing(value):
         return None
+    if column in TIME_COLUMNS and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        # Times read the same in every format: ISO 8601 UTC, as the HTML shows them.
+        return iso_utc(value)
     if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
         return to_jsonable(value)
     if isinstance(value, (bytes, bytearray)):

@@ -381,6 +381,9 @@ def describe_queries(names: Iterable[str] = QUERY_ORDER) -> tuple[dict[str, str]
         if not isinstance(note, str) or not note.strip():
             note = _cannot_see_note(doc)
         if note:
-            limitations[name] = " ".join(note.split())
+            # Docstrings mark code with reStructuredText ``literals``; reports show plain text.
+            limitations[name] = " ".join(note.replace("``", "").split())
+        if name in descriptions:
+            descriptions[name] = descriptions[name].replace("``", "")
     return descriptions, limitations
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Iterable
 
 from twin.discovery.inventory import device_type_to_class
+from twin.model.classes import DEVICE_CLASSES, MEDICAL_CLASSES, ROLE_OF_CLASS
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -26,37 +27,6 @@ __all__ = [
     "type_to_class",
 ]
 
-# Device class -> role (medical, it, network, iot, building).
-ROLE_OF_CLASS = {
-    "infusion_pump": "medical",
-    "patient_monitor": "medical",
-    "ventilator": "medical",
-    "ct_scanner": "medical",
-    "mri_scanner": "medical",
-    "xray": "medical",
-    "ultrasound": "medical",
-    "imaging_modality": "medical",
-    "pacs": "medical",
-    "lab_analyzer": "medical",
-    "pharmacy_dispenser": "medical",
-    "nurse_call": "medical",
-    "workstation": "it",
-    "server": "it",
-    "printer": "it",
-    "ip_phone": "it",
-    "wireless_ap": "network",
-    "wireless_controller": "network",
-    "switch": "network",
-    "router": "network",
-    "firewall": "network",
-    "camera": "building",
-    "badge_reader": "building",
-    "hvac_controller": "building",
-    "iot_sensor": "iot",
-    "unknown": "unknown",
-}
-DEVICE_CLASSES = tuple(ROLE_OF_CLASS)
-MEDICAL_CLASSES = frozenset(c for c, r in ROLE_OF_CLASS.items() if r == "medical")
 
 # Weights per kind of evidence: how much each is trusted to decide a class.
 WEIGHT_INVENTORY_TYPE = 0.95

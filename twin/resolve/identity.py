@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -95,9 +96,12 @@ def build_records(observations: list[Observation], plan: AddressPlan) -> list[Id
         key = (identity, source, named)
         at = index_of.get(key)
         if at is None:
+            # A device's own or announced addresses are kept even when public
+            # (a switch managed on a public address); flows alone never make
+            # a public address a device.
             record = IdentityRecord(
                 macs=tuple(m for m in identity.macs if usable_mac(m)),
-                ips=tuple(ip for ip in identity.ips if plan.kind(ip) == "internal"),
+                ips=tuple(ip for ip in identity.ips if plan.kind(ip) != "ignore"),
                 hostname=normalise_hostname(identity.hostname),
                 serial=identity.serial,
                 t0=seen_at,
@@ -124,6 +128,27 @@ def build_records(observations: list[Observation], plan: AddressPlan) -> list[Id
     return records
 
 
+_CDP_SERIAL_SUFFIX = re.compile(r"^(?P<name>.+?)\((?P<serial>[A-Za-z0-9]{6,})\)$")
+
+
+def split_cdp_device_id(device_id: str | None) -> tuple[str | None, str | None]:
+    """Split a CDP device id such as ``nexus-01(SSI183706KP)`` into host name and serial.
+
+    NX-OS and some IOS releases append the chassis serial number in brackets.
+
+    >>> split_cdp_device_id("nwpu-ca-5548-01(SSI183706KP)")
+    ('nwpu-ca-5548-01', 'SSI183706KP')
+    >>> split_cdp_device_id("sw-a-01")
+    ('sw-a-01', None)
+    """
+    if not device_id:
+        return None, None
+    match = _CDP_SERIAL_SUFFIX.match(device_id.strip())
+    if match:
+        return match["name"], match["serial"].upper()
+    return device_id, None
+
+
 def named_identity(obs: Observation, plan: AddressPlan) -> Identity | None:
     """Return the identity of the other device an ARP, FDB or neighbour entry names."""
     attrs = obs.attrs
@@ -139,11 +164,13 @@ def named_identity(obs: Observation, plan: AddressPlan) -> Identity | None:
         return Identity(macs=(mac,)) if usable_mac(mac) else None
     if obs.kind == Kind.NEIGHBOR:
         mac = attrs.get("remote_mac")
-        ips = tuple(ip for ip in attrs.get("remote_mgmt_ips") or () if plan.kind(ip) == "internal")
+        ips = tuple(ip for ip in attrs.get("remote_mgmt_ips") or () if plan.kind(ip) != "ignore")
+        name, serial = split_cdp_device_id(attrs.get("remote_sys_name"))
         return Identity(
             macs=(mac,) if usable_mac(mac) else (),
             ips=ips,
-            hostname=normalise_hostname(attrs.get("remote_sys_name") or None),
+            hostname=normalise_hostname(name),
+            serial=serial,
         )
     return None
 

@@ -32,6 +32,7 @@ from twin.resolve.addresses import AddressPlan, usable_mac
 from twin.resolve.classify import ROLE_OF_CLASS, classify
 from twin.resolve.identity import Conflict, IdentityRecord, build_records, cluster_identities, device_id_for
 from twin.resolve.segments import assign_segments, segments_table
+from twin.resolve.vendors import canonical_vendor, vendor_from_text
 
 __all__ = ["Resolution", "resolve", "SOURCE_PRECEDENCE", "WELL_KNOWN_PORTS"]
 
@@ -340,6 +341,11 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
                 if vendor:
                     evidence_sources["vendor"] = f"IEEE OUI {mac[:8]}"
                     break
+        if not vendor:
+            vendor = vendor_from_text(values.get("sys_descr")) or vendor_from_text(values.get("model"))
+            if vendor:
+                evidence_sources["vendor"] = "sysDescr or platform text"
+        vendor = canonical_vendor(vendor)
         facts.update(
             inventory_type=values.get("inventory_type"),
             model=values.get("model"),
@@ -610,6 +616,9 @@ def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], ru
         if code is not None:
             return code
         kind = plan.kind(ip)
+        if kind != "ignore" and ip in ip_owner:
+            # An address a device states itself, even a public one.
+            kind = "internal"
         if kind == "internal":
             internal_seen += 1
             node, node_kind = ip_owner.get(ip), "device"
