@@ -38,6 +38,8 @@ column, which is slower but keeps every good row.
 
 from __future__ import annotations
 
+import mmap
+
 import codecs
 import ipaddress
 import json
@@ -173,8 +175,21 @@ class _Problems:
 
 
 def collect(path: str | Path) -> Raw:
-    """Read a flow file (Zeek conn.log or nfdump CSV) with its modification time."""
-    return read_raw(path)
+    """Map a flow file (Zeek conn.log or nfdump CSV) into memory, with its modification time.
+
+    A read-only memory map behaves as ``bytes`` for slicing and searching and
+    lets pyarrow parse the file without first copying hundreds of MB.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return read_raw(path)
+        with path.open("rb") as handle:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return Raw(str(path), data, path.stat().st_mtime)
+    except OSError as exc:
+        raise InputFormatError(path, f"cannot read file: {exc.strerror}; check the path and permissions") from None
 
 
 def import_file(path: str | Path, fmt: str | None = None, **options: Any) -> ImportResult:
@@ -236,6 +251,9 @@ def transform(
         raise InputFormatError(path, f"format {fmt!r} is not a flow format; expected one of {', '.join(FORMATS)}")
 
     problems = _Problems()
+    if not isinstance(raw.data, bytes) and (_looks_like_json(raw.data) or fmt != "zeek-conn"):
+        # Only the Zeek TSV path reads a memory map in place; the others need bytes.
+        raw = Raw(raw.path, bytes(raw.data), raw.mtime)
     locator = _LineLocator(raw.data)
     if fmt == "zeek-conn":
         source = "zeek"
@@ -440,7 +458,8 @@ def _read_zeek_tsv(data: bytes, path: str, problems: _Problems, locator: _LineLo
         log.info("fast parse of %s failed (%s); checking it column by column", path, exc)
         problems.rows.clear()
         locator.rewind()
-        table = _read_zeek_tsv_careful(data, header, wanted, path, problems, locator)
+        # The careful path splits lines, which a memory map cannot.
+        table = _read_zeek_tsv_careful(bytes(data), header, wanted, path, problems, locator)
 
     return _zeek_to_flows(table, problems, locator)
 
@@ -496,6 +515,8 @@ def _read_zeek_tsv_careful(
 
 def _data_row_lines(data: bytes, skip: int, separator: str, field_count: int) -> np.ndarray:
     """Return the 1-based line numbers of the rows pyarrow keeps, in order."""
+    if not isinstance(data, bytes):
+        data = bytes(data)  # a memory map cannot split lines
     sep = separator.encode()
     numbers = []
     for number, line in enumerate(data.split(b"\n"), start=1):
