@@ -101,9 +101,13 @@ def _build_device_view(twin: Twin, site: SiteConfig | None) -> pd.DataFrame:
             "segment_id": dev["segment_id"].to_numpy(dtype=object) if "segment_id" in dev else None,
         }
     )
-    out["hostname"] = [h if isinstance(h, str) and h else None for h in out["hostname"]]
+    hostnames = [h if isinstance(h, str) and h else None for h in out["hostname"]]
+    ips = [ip if isinstance(ip, str) and ip else None for ip in out["ip"]]
+    out["hostname"] = pd.Series(hostnames, index=out.index, dtype=object)
     # What a message calls the device: host name, else primary IP, else id.
-    out["label"] = [h or ip or d for h, ip, d in zip(out["hostname"], out["ip"], out["device_id"], strict=True)]
+    out["label"] = pd.Series(
+        [h or ip or d for h, ip, d in zip(hostnames, ips, out["device_id"], strict=True)], index=out.index, dtype=object
+    )
     out["segment_id"] = out["segment_id"].where(out["segment_id"].notna(), None)
     fallback = np.where(
         out["device_class"].isin(MEDICAL_CLASSES), "medical", np.where(out["device_class"].isin(IT_CLASSES), "it", None)

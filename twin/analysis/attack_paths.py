@@ -434,7 +434,7 @@ def _frame(mode: str, found: list[tuple[float, int, tuple[str, ...]]], view: pd.
                 "path": list(path),
                 "path_hostnames": names,
                 "severity": severity,
-                "evidence": f"{' -> '.join(names)}: {hops} hops, cost {cost:g}, over {basis}",
+                "evidence": f"{' -> '.join(names)}: {hops} hop{'s' if hops != 1 else ''}, cost {cost:g}, over {basis}",
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -76,13 +76,14 @@ def _endpoint_columns(ids: pd.Series, kinds: pd.Series, devices: pd.DataFrame) -
     is_ext = (kinds.astype(object) == "external").to_numpy()
     found = pos >= 0
     out = {}
-    for column in ("hostname", "ip", "segment_id", "criticality"):
+    for column in ("hostname", "ip", "segment_id", "criticality", "label"):
         values = np.full(len(text), None, dtype=object)
         values[found] = devices[column].to_numpy(dtype=object)[pos[found]]
         out[column] = values
     out["ip"][is_ext] = text[is_ext]
     out["segment_id"][is_ext] = "internet"
     out["hostname"][is_ext] = None
+    out["label"][is_ext] = text[is_ext]
     return out
 
 
@@ -146,13 +147,15 @@ def find(twin: Twin, site: SiteConfig, engine: PolicyEngine | None = None, **par
         ["critical", "high", "medium"],
         default="low",
     )
-    src_name = np.where(pd.isna(src["hostname"]), out["src_id"].to_numpy(dtype=object), src["hostname"])
-    dst_name = np.where(pd.isna(dst["hostname"]), out["dst_id"].to_numpy(dtype=object), dst["hostname"])
+    src_name = np.where(pd.isna(src["label"]), out["src_id"].to_numpy(dtype=object), src["label"])
+    dst_name = np.where(pd.isna(dst["label"]), out["dst_id"].to_numpy(dtype=object), dst["label"])
     out["evidence"] = _join(
         src_name, " (", out["src_segment"].fillna("no segment").to_numpy(dtype=object), ") -> ",
         dst_name, " (", out["dst_segment"].fillna("no segment").to_numpy(dtype=object), ") ",
         out["proto"].astype(str).to_numpy(dtype=object), "/", out["dst_port"].astype(str).to_numpy(dtype=object),
-        ": ", out["flows"].astype(str).to_numpy(dtype=object), " flows denied by ", out["rule"].to_numpy(dtype=object),
+        ": ", out["flows"].astype(str).to_numpy(dtype=object),
+        np.where(out["flows"].to_numpy() == 1, " flow denied by ", " flows denied by ").astype(object),
+        out["rule"].to_numpy(dtype=object),
     )
     return finalise(out, COLUMNS, ["src_id", "dst_id", "proto", "dst_port"])
 

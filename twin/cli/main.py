@@ -363,6 +363,7 @@ def show_device(
         obs.add_row(row.kind, row.source, row.origin, row.role, facts[:160])
     out.print(obs)
 
+    names = _device_names(ws, snapshot)
     for title, frame, cols in (
         ("Links", detail.links, ["a_device_id", "a_if_name", "b_device_id", "b_if_name", "source", "confidence"]),
         ("Services", detail.services, ["proto", "port", "name", "product", "version", "sources"]),
@@ -370,14 +371,33 @@ def show_device(
     ):
         if frame.empty:
             continue
-        t = Table(title=f"{title} ({len(frame)})")
+        t = Table(title=f"{title} ({len(frame)}, first 50)" if len(frame) > 50 else f"{title} ({len(frame)})")
         for col in cols:
             t.add_column(col)
         for record in frame.head(50).to_dict("records"):
-            t.add_row(*(display_text(record.get(c), c) for c in cols))
+            cells = []
+            for col in cols:
+                value = record.get(col)
+                if col in ("a_device_id", "b_device_id", "src_id", "dst_id") and value in names:
+                    cells.append(f"{names[value]} ({value})")
+                else:
+                    cells.append(display_text(value, col))
+            t.add_row(*cells)
         out.print(t)
     for name, frame in detail.findings.items():
         out.print(f"[bold]{name}[/bold]: {len(frame)} finding(s); " + "; ".join(frame["evidence"].astype(str).head(5)), highlight=False)
+
+
+def _device_names(ws: Workspace, snapshot: Optional[str]) -> dict[str, str]:
+    """Map device ids to what a person recognises: host name, else primary IP."""
+    devices = ws.twin(snapshot).devices
+    names = {}
+    for device_id, hostname, ips in zip(devices["device_id"], devices["hostname"], devices["ips"]):
+        if isinstance(hostname, str) and hostname:
+            names[device_id] = hostname
+        elif ips:
+            names[device_id] = ips[0]
+    return names
 
 
 @app.command()
