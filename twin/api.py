@@ -75,7 +75,7 @@ class Workspace:
             {
                 "run_id": r.run_id,
                 "site": r.site,
-                "finished_at": pd.Timestamp(r.finished_at, unit="s", tz="UTC"),
+                "finished_at": pd.Timestamp(r.finished_at, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "devices": (r.summary.get("stats") or {}).get("devices"),
                 "communications": (r.summary.get("stats") or {}).get("communications"),
             }
@@ -137,7 +137,7 @@ class Workspace:
         return self.query("choke_points", snapshot, **params)
 
     def find_device(self, ident: str, snapshot: str | None = None) -> dict[str, Any]:
-        """Return the device row matching a device id, IP, MAC or host name."""
+        """Return the device row matching a device id, IP, MAC, host name, asset tag or serial."""
         devices = self.twin(snapshot).devices
         text = str(ident).strip()
         mac = normalise_mac(text)
@@ -148,13 +148,18 @@ class Workspace:
             hit |= devices["macs"].map(lambda macs: mac in macs)
         if ip:
             hit |= devices["ips"].map(lambda ips: ip in ips)
+        if "asset_tag" in devices.columns:
+            hit |= devices["asset_tag"].map(lambda tag: isinstance(tag, str) and tag.lower() == text.lower())
+        if "serial" in devices.columns:
+            hit |= devices["serial"].map(lambda serial: isinstance(serial, str) and serial == text.upper())
         if name and not hit.any():
             short = name.split(".", 1)[0]
             hit |= devices["hostname"].map(lambda h: isinstance(h, str) and (h == name or h.split(".", 1)[0] == short))
         rows = devices[hit]
         if rows.empty:
             raise DeviceNotFound(
-                f"no device matches {ident!r}; give a device id (dev-...), an IP, a MAC or a host name "
+                f"no device matches {ident!r}; give a device id (dev-...), an IP, a MAC, a host name, "
+                "an asset tag or a serial number "
                 "('twin analyze' and the report list them)"
             )
         if len(rows) > 1:

@@ -179,6 +179,8 @@ def build(
     site: SiteConfig = load_site(site_dir)
     config_yaml = (site_dir / "site.yaml").read_text(encoding="utf-8")
     run_id = new_run_id(started)
+    # Open the workspace before the long import, so a wrong path fails at once.
+    EmbeddedStore(workspace).close()
     log.info("run %s: build of site %r from %s started", run_id, site.site.name, site_dir)
 
     files = find_discovery_files(site_dir)

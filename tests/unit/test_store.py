@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from twin.exceptions import SnapshotNotFound
+from twin.exceptions import SnapshotNotFound, StoreError
 from twin.graph.embedded import EmbeddedStore
 from twin.model.observation import Identity, Kind, Observation
 from twin.model.twin import Twin
@@ -133,3 +134,32 @@ def test_kill_during_build_keeps_previous_snapshot(tmp_path):
         assert count == 0
         write(store, "r3")
         assert [r.run_id for r in store.runs()] == ["r1", "r3"]
+
+
+def test_foreign_database_left_untouched(tmp_path):
+    path = tmp_path / "other.sqlite"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE patients (id INTEGER)")
+    other.commit()
+    other.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="not an iomt-twin workspace"):
+            EmbeddedStore(path, create=create)
+    assert path.read_bytes() == before
+
+
+def test_non_sqlite_file_is_clear_error(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("hello\n")
+    with pytest.raises(StoreError, match="cannot open as a workspace"):
+        EmbeddedStore(path, create=False)
+    assert path.read_text() == "hello\n"
+
+
+def test_empty_file_is_not_a_snapshot(tmp_path):
+    path = tmp_path / "empty.sqlite"
+    path.touch()
+    with pytest.raises(SnapshotNotFound, match="workspace is empty"):
+        EmbeddedStore(path, create=False)
+    assert path.stat().st_size == 0

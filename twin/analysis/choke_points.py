@@ -162,7 +162,7 @@ def from_paths(twin: Twin, site: SiteConfig, paths: pd.DataFrame, engine: Policy
                 "evidence": f"{hits} of {total} attack paths use an edge from {src_seg} to {dst_seg}",
             }
         )
-    rows += _min_cut_rows(paths, seg, services)
+    rows += _min_cut_rows(paths, seg, services, hostnames)
     return finalise(rows, COLUMNS, ["kind", "paths_through", "item"]).pipe(_rank)
 
 
@@ -174,7 +174,7 @@ def _rank(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["_k", "_p", "item"], kind="stable").drop(columns=["_k", "_p"]).reset_index(drop=True)
 
 
-def _min_cut_rows(paths: pd.DataFrame, seg, services) -> list[dict]:
+def _min_cut_rows(paths: pd.DataFrame, seg, services, names: dict) -> list[dict]:
     """Return deny-rule rows from the minimum edge cut over the union of the paths."""
     graph = nx.DiGraph()
     modes_of: dict[tuple, set] = defaultdict(set)
@@ -189,10 +189,14 @@ def _min_cut_rows(paths: pd.DataFrame, seg, services) -> list[dict]:
             modes_of[(u[1], v[1])].add(mode)
     # Edges without a capacity attribute are infinite in networkx, so only path edges can be cut.
     _, (reachable, _) = nx.minimum_cut(graph, _SOURCE, _SINK)
+    # An entry node and the same device as an intermediate node are two graph
+    # nodes, so one device pair can be cut twice; report it once.
     cut = sorted(
-        (u[1], v[1])
-        for u, v in graph.edges
-        if u in reachable and v not in reachable and u != _SOURCE and v != _SINK
+        {
+            (u[1], v[1])
+            for u, v in graph.edges
+            if u in reachable and v not in reachable and u != _SOURCE and v != _SINK
+        }
     )
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for u, v in cut:
@@ -212,7 +216,7 @@ def _min_cut_rows(paths: pd.DataFrame, seg, services) -> list[dict]:
                 "recommendation": f"add deny rule from segment:{src_seg} to segment:{dst_seg} for {', '.join(labels) or 'the services these edges use'}",
                 "severity": "high",
                 "evidence": f"part of a minimum cut of {len(cut)} edges between all entries and all targets; cuts edges "
-                + ", ".join(f"{u} -> {v}" for u, v in edges[:5])
+                + ", ".join(f"{names.get(u) or u} -> {names.get(v) or v}" for u, v in edges[:5])
                 + (" ..." if len(edges) > 5 else ""),
             }
         )

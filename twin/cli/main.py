@@ -308,7 +308,7 @@ def report(
 
 @show_app.command("device")
 def show_device(
-    ident: str = typer.Argument(..., help="Device id, IP address, MAC address or host name."),
+    ident: str = typer.Argument(..., help="Device id, IP address, MAC address, host name, asset tag or serial number."),
     workspace: Optional[Path] = WorkspaceOption,
     snapshot: Optional[str] = SnapshotOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
@@ -419,7 +419,7 @@ def snapshots(workspace: Optional[Path] = WorkspaceOption) -> None:
 @app.command()
 def sample(
     out_dir: Path = typer.Argument(..., file_okay=False, help="Folder to write the site into (created)."),
-    devices: int = typer.Option(1500, "--devices", "-n", min=200, max=500_000, help="Number of devices (200 to 500,000)."),
+    devices: int = typer.Option(1500, "--devices", "-n", min=200, max=500_000, help="Approximate number of devices, 200 to 500,000 (switch ports are filled whole, so a few less)."),
     seed: int = typer.Option(7, "--seed", help="Random seed; the same seed and size give byte-identical files."),
     pair: bool = typer.Option(False, "--pair", help="Write the small compliant/violating pair instead of a hospital."),
 ) -> None:

@@ -241,8 +241,22 @@ class EmbeddedStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open workspace: {exc}; check the path and its permissions") from None
+            raise StoreError(
+                f"{self.path}: cannot open as a workspace ({exc}); pass a workspace written by 'twin build' or a new file path"
+            ) from None
+        # Check before writing anything, so another program's database (or a
+        # mistyped path) is never converted into a workspace.
+        if tables and not {"meta", "runs"} <= tables:
+            self.conn.close()
+            raise StoreError(
+                f"{self.path}: not an iomt-twin workspace (it has tables {', '.join(sorted(tables)[:5])}); "
+                "pass a workspace written by 'twin build' or a new file path"
+            )
+        if not tables and not create:
+            self.conn.close()
+            raise SnapshotNotFound(f"{self.path}: the workspace is empty; run 'twin build SITE_DIR' first")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=OFF")

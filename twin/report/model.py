@@ -15,6 +15,8 @@ lets a pipeline fail on findings at or above a chosen level.
 
 from __future__ import annotations
 
+import re
+
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -329,6 +331,12 @@ def exit_code_for(findings: Mapping[str, pd.DataFrame], fail_on: str | None) -> 
     return EXIT_OK
 
 
+def _plain_text(text: str) -> str:
+    """Strip reStructuredText markup (``literal``, :mod:`role`) from docstring text for reports."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return " ".join(text.replace("``", "").split())
+
+
 def _cannot_see_note(doc: str) -> str | None:
     """Return the paragraph of a docstring that states what a query cannot see."""
     lines = doc.splitlines()
@@ -382,8 +390,8 @@ def describe_queries(names: Iterable[str] = QUERY_ORDER) -> tuple[dict[str, str]
             note = _cannot_see_note(doc)
         if note:
             # Docstrings mark code with reStructuredText ``literals``; reports show plain text.
-            limitations[name] = " ".join(note.replace("``", "").split())
+            limitations[name] = _plain_text(note)
         if name in descriptions:
-            descriptions[name] = descriptions[name].replace("``", "")
+            descriptions[name] = _plain_text(descriptions[name])
     return descriptions, limitations
 

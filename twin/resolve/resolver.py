@@ -415,6 +415,11 @@ def _gather(obs: Observation, named: bool, rank: int, props, facts, flags) -> No
 
 
 def _offer(props, key, value, rank, source) -> None:
+    if isinstance(value, str):
+        # CDP version strings often arrive with a stray leading quote or newline.
+        value = value.strip().strip('"').strip()
+        if not value:
+            return
     current = props.get(key)
     if current is None or rank < current[0]:
         props[key] = (rank, value, source)
@@ -559,8 +564,9 @@ def _links_and_attachment(observations, obs_devices, devices, interfaces, run_id
             continue
         attachment[owner] = (switch_id, port, vlan)
         if access:
-            remote = iface_by_mac.get(mac, (owner, mac))[1]
-            add_link((switch_id, port), (owner, normalise_if_name(str(remote))), "fdb", 0.8, seen_at)
+            # The device's own port name is unknown unless it reported its interfaces.
+            remote = iface_by_mac.get(mac, (owner, ""))[1]
+            add_link((switch_id, port), (owner, normalise_if_name(str(remote)) if remote else ""), "fdb", 0.8, seen_at)
 
     rows = []
     for row in links.values():

@@ -16,6 +16,8 @@ __all__ = ["canonical_vendor", "vendor_from_text"]
 # Lower-case substring -> canonical name, tried in order.
 _ALIASES = (
     ("hewlett packard enterprise", "HPE"),
+    ("h3c", "H3C"),
+    ("huawei", "Huawei"),
     ("hewlett-packard", "HP"),
     ("hewlett packard", "HP"),
     ("procurve", "HP"),
@@ -77,7 +79,11 @@ def canonical_vendor(name: str | None) -> str | None:
         if trimmed == text:
             break
         text = trimmed
-    return text.strip(" ,.") or None
+    text = text.strip(" ,.")
+    if text.isupper() and len(text) > 4:
+        # Registrants written in capitals ("EXAMPLE MEDICAL SYSTEMS") read as titles.
+        text = text.title()
+    return text or None
 
 
 def vendor_from_text(text: str | None) -> str | None:
