@@ -8,6 +8,7 @@ import weakref
 import numpy as np
 import pandas as pd
 
+from twin.model.classes import MEDICAL_CLASSES, ROLE_OF_CLASS
 from twin.model.site import SiteConfig
 from twin.model.twin import Twin
 
@@ -27,26 +28,9 @@ __all__ = [
 # Severity levels of findings, most severe first.
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
-# Device classes that count as medical when a device has no ``role``.
-MEDICAL_CLASSES = frozenset(
-    {
-        "infusion_pump",
-        "patient_monitor",
-        "ventilator",
-        "ct_scanner",
-        "mri_scanner",
-        "xray",
-        "ultrasound",
-        "imaging_modality",
-        "pacs",
-        "lab_analyzer",
-        "pharmacy_dispenser",
-        "nurse_call",
-    }
-)
-
-# Device classes that count as general IT when a device has no ``role``.
-IT_CLASSES = frozenset({"workstation", "server", "printer", "ip_phone"})
+# Device classes that count as medical or as general IT when a device has
+# no ``role``, from the model's class vocabulary.
+IT_CLASSES = frozenset(c for c, role in ROLE_OF_CLASS.items() if role == "it")
 
 # Severity of a finding whose weight is the criticality of the device at stake.
 CRITICALITY_SEVERITY = {"life_critical": "critical", "high": "high", "medium": "medium", "low": "low"}
