@@ -408,6 +408,69 @@ class Resolution(_Strict):
     ip_time_window_s: float = Field(default=86400.0, gt=0, description="Seconds within which two observations of one IP are one device.")
 
 
+class EmailDelivery(_Strict):
+    """Email delivery over SMTP; credentials come from the named environment variables."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    sender: str = Field(alias="from")
+    to: list[str]
+    username_env: str | None = None
+    password_env: str | None = None
+    retries: int = Field(default=3, ge=0, le=20, description="Attempts after the first one.")
+    backoff_s: float = Field(default=2.0, ge=0, le=3600, description="Seconds before the first retry; doubles each time.")
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
+class WebhookDelivery(_Strict):
+    """HTTP POST of the JSON change report; header values come from environment variables."""
+
+    url: str
+    retries: int = Field(default=3, ge=0, le=20, description="Attempts after the first one.")
+    backoff_s: float = Field(default=2.0, ge=0, le=3600, description="Seconds before the first retry; doubles each time.")
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    headers_env: dict[str, str] = Field(default_factory=dict, description="Header name to environment variable name.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"invalid webhook URL {value!r}; expected http:// or https://")
+        return value
+
+
+class Reports(_Strict):
+    """Scheduled reports: where they go, how many are kept, and how they are delivered."""
+
+    output_dir: str = Field(default="reports", description="Folder for report runs, relative to the site folder unless absolute.")
+    keep: int = Field(default=12, ge=1, le=10000, description="Report runs kept in output_dir; older ones are deleted.")
+    formats: list[str] = Field(default_factory=lambda: ["html", "md", "json", "csv"])
+    fail_on: Literal["critical", "high", "medium", "low", "info"] | None = None
+    trend_runs: int = Field(default=8, ge=2, le=1000, description="Snapshots shown in trend charts.")
+    email: EmailDelivery | None = None
+    webhook: WebhookDelivery | None = None
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _check_formats(cls, value: list[str]) -> list[str]:
+        valid = ("html", "pdf", "md", "json", "csv")
+        for fmt in value:
+            if fmt not in valid:
+                raise ValueError(f"unknown report format {fmt!r}; valid: {', '.join(valid)}")
+        return value
+
+
 class SiteInfo(_Strict):
     name: str
     timezone: str = "UTC"
@@ -428,6 +491,7 @@ class SiteConfig(_Strict):
     policy: Policy = Field(default_factory=Policy)
     inventory: Inventory = Field(default_factory=Inventory)
     resolution: Resolution = Field(default_factory=Resolution)
+    reports: Reports = Field(default_factory=Reports)
     path: str | None = Field(default=None, exclude=True)
 
     def segment(self, segment_id: str) -> Segment:
