@@ -13,6 +13,10 @@ __all__ = [
     "SnapshotNotFound",
     "DeviceNotFound",
     "ScopeError",
+    "ReportError",
+    "DeliveryError",
+    "LockHeldError",
+    "CycleError",
 ]
 
 
@@ -71,3 +75,35 @@ class DeviceNotFound(TwinError):
 
 class ScopeError(TwinError):
     """A target lies outside the site's configured discovery scope."""
+
+
+class ReportError(TwinError):
+    """A report file cannot be rendered (for example a PDF without Chromium)."""
+
+
+class DeliveryError(TwinError):
+    """A report cannot be delivered because its delivery settings are incomplete."""
+
+
+class LockHeldError(TwinError):
+    """Another report cycle holds the lock of the workspace."""
+
+
+class CycleError(TwinError):
+    """A step of a scheduled report cycle failed.
+
+    Parameters
+    ----------
+    step : str
+        The failed step (``build``, ``findings``, ``changes``, ``report``, ...).
+    message : str
+        What failed and what to do.
+    run_id : str, optional
+        Build run of the cycle, when the build had committed one.
+    """
+
+    def __init__(self, step, message, *, run_id=None):
+        self.step = step
+        self.run_id = run_id
+        self.message = message
+        super().__init__(f"report cycle failed at step {step!r}: {message}")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install the Debian packages that PDF reports and their tests need:
+#   chromium       renders report.html to report.pdf (headless --print-to-pdf)
+#   poppler-utils  pdftoppm, used by the PDF test to rasterise page 1
+# Idempotent: installed packages are skipped, and apt-get update runs only when
+# something is missing. Run as root on Debian 12 (bookworm).
+set -euo pipefail
+
+PACKAGES=(chromium poppler-utils)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    if ! dpkg -s "$package" >/dev/null 2>&1; then
+        missing+=("$package")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "system packages already installed: ${PACKAGES[*]}"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing Debian packages: ${missing[*]}" >&2
+    echo "run this script as root (sudo $0) or install them with:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "installing: ${missing[*]}"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+for package in "${missing[@]}"; do
+    if ! dpkg -s "$package" >/dev/null 2>&1; then
+        echo "error: apt-get finished but $package is still not installed" >&2
+        exit 1
+    fi
+done
+echo "installed: ${missing[*]}"
