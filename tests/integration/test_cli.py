@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.integration import planting
 from twin.cli.main import app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_networks" / "pair"
@@ -125,3 +126,40 @@ def test_sample_command_writes_buildable_site(tmp_path):
 def test_sample_rejects_too_few_devices(tmp_path):
     result = twin("sample", str(tmp_path / "a"), "--devices", "5")
     assert result.exit_code == 2
+
+
+def test_report_since_last_lists_changes(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLES / "violating", site)
+    ws = str(tmp_path / "w.sqlite")
+    assert twin("build", str(site), "-w", ws).exit_code == 0
+    truth = yaml.safe_load((site / "ground_truth.yaml").read_text())
+    telnet = next(v for v in truth["findings"]["segment_violations"] if v["dst_port"] == 23)
+    assert planting.remove_flows(site, telnet["src_ip"], telnet["dst_ip"], 23) > 0
+    assert twin("build", str(site), "-w", ws).exit_code == 0
+    result = twin("report", "-w", ws, "--since", "last", "--out", str(tmp_path / "r"), "--format", "json,md", "--quiet")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    resolved = doc["changes"]["findings"]["resolved"]["segment_violations"]
+    assert [(v["dst_port"], v["proto"]) for v in resolved] == [(23, "tcp")]
+    assert "changes since" in result.stderr
+
+
+def test_schedule_add_writes_units(tmp_path):
+    units = tmp_path / "units"
+    result = twin(
+        "schedule", "add", "--cron", "30 2 1,15 * sun", "--site", str(SAMPLES / "violating"),
+        "-w", str(tmp_path / "w.sqlite"), "--unit-dir", str(units),
+    )
+    assert result.exit_code == 0, result.output
+    timer = next(units.glob("*.timer")).read_text()
+    assert timer.count("OnCalendar=") == 2
+    assert "systemctl --user" in result.stderr
+    listed = twin("schedule", "list", "--unit-dir", str(units))
+    assert "30 2 1,15 * sun" in listed.stdout
+
+
+def test_schedule_add_rejects_bad_cron(tmp_path):
+    result = twin("schedule", "add", "--cron", "61 * * * *", "--site", str(SAMPLES / "violating"), "--unit-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "minute" in result.output

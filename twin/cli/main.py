@@ -35,6 +35,8 @@ app = typer.Typer(
 )
 show_app = typer.Typer(help="Show one item of the twin with all its evidence.", no_args_is_help=True)
 app.add_typer(show_app, name="show")
+schedule_app = typer.Typer(help="Scheduled report cycles: build, analyse, report what changed, deliver.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 
 # Width of tables when output goes to a file or pipe, where rich would
 # otherwise assume 80 columns and wrap every cell.
@@ -274,25 +276,47 @@ def report(
     workspace: Optional[Path] = WorkspaceOption,
     snapshot: Optional[str] = SnapshotOption,
     out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder the report files are written to."),
-    formats: str = typer.Option("html,md,json,csv", "--format", "-f", help="Comma-separated: html, md, json, csv."),
+    formats: str = typer.Option("html,md,json,csv", "--format", "-f", help="Comma-separated: html, pdf, md, json, csv (pdf needs Debian's chromium)."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 3 when findings at or above this severity exist (critical, high, medium, low, info)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Add what changed since an earlier snapshot: 'last' (the one before), a run id, or a date (YYYY-MM-DD)."),
+    trend_runs: int = typer.Option(8, "--trend", min=2, max=1000, help="Snapshots shown in the trend charts with --since."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the terminal tables."),
 ) -> None:
-    """Write the segmentation report (HTML, Markdown, JSON, CSV) and print its summary."""
-    from twin.report import FORMATS, exit_code_for, render_terminal, write_report
+    """Write the segmentation report (HTML, PDF, Markdown, JSON, CSV) and print its summary."""
+    from twin.report import exit_code_for, render_terminal, write_report
 
     fail_on = _check_fail_on(fail_on)
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    bad = [f for f in wanted if f not in FORMATS]
+    valid = ("html", "pdf", "md", "json", "csv")
+    bad = [f for f in wanted if f not in valid]
     if bad or not wanted:
-        raise typer.BadParameter(f"invalid format {', '.join(bad) or formats!r}; expected some of {', '.join(FORMATS)}", param_hint="--format")
+        raise typer.BadParameter(f"invalid format {', '.join(bad) or formats!r}; expected some of {', '.join(valid)}", param_hint="--format")
+    if since is not None and snapshot is not None:
+        raise typer.BadParameter("--since compares the latest snapshot with an earlier one; drop --snapshot", param_hint="--since")
     ws = _workspace(workspace)
     try:
         findings = _findings(ws, snapshot, None)
         context = _context(ws, snapshot)
+        base_formats = [f for f in wanted if f != "pdf"] or ["html"]
+        if "pdf" in wanted and "html" not in base_formats:
+            base_formats.append("html")
+        if since is None:
+            written = write_report(findings, context, out_dir, base_formats)
+        else:
+            from twin.report.changes import write_change_report
+            from twin.report.diff import compute_changes, record_findings
+
+            with ws.store() as store:
+                record_findings(store, context.run_id, findings)
+            changes = compute_changes(ws, since=since, trend_runs=trend_runs)
+            written = write_change_report(changes, findings, context, out_dir, base_formats)
+            err.print(f"changes since {changes.old_run_id}: {changes.summary_line()}" if hasattr(changes, "summary_line") else f"changes since {changes.old_run_id}: {changes.summary()}", highlight=False)
+        if "pdf" in wanted:
+            from twin.report.pdf import render_pdf
+
+            written["pdf"] = render_pdf(written["html"], Path(out_dir) / "report.pdf")
     except TwinError as exc:
         _fail(exc)
-    written = write_report(findings, context, out_dir, wanted)
     code = exit_code_for(findings, fail_on)
     if not quiet:
         render_terminal(findings, out, context, top=10)
@@ -440,6 +464,96 @@ def sample(
             )
     except TwinError as exc:
         _fail(exc)
+
+
+SiteOption = typer.Option(..., "--site", exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml.")
+
+
+@schedule_app.command("add")
+def schedule_add(
+    cron: str = typer.Option(..., "--cron", help="Cron expression in the host's local time, such as '0 6 * * 1' for Mondays at 06:00."),
+    site: Path = SiteOption,
+    workspace: Optional[Path] = WorkspaceOption,
+    unit_dir: Optional[Path] = typer.Option(None, "--unit-dir", help="Folder for the systemd units. Default: ~/.config/systemd/user."),
+    crontab_file: Optional[Path] = typer.Option(None, "--crontab-file", help="Write a crontab line to this file instead of systemd units."),
+) -> None:
+    """Write a systemd timer and service (or a crontab line) that runs 'twin schedule run' for a site."""
+    from twin.schedule import add_schedule, cron_to_on_calendars
+    from twin.schedule.units import activation_command
+
+    try:
+        cron_to_on_calendars(cron)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cron") from None
+    try:
+        paths = add_schedule(
+            site,
+            cron,
+            workspace=(workspace or default_workspace()).resolve(),
+            unit_dir=unit_dir,
+            crontab_file=crontab_file,
+            quiet=True,
+        )
+    except TwinError as exc:
+        _fail(exc)
+    for path in paths:
+        out.print(f"wrote {path}", highlight=False)
+    err.print(f"to enable it, run: {activation_command(paths)}", highlight=False)
+
+
+@schedule_app.command("remove")
+def schedule_remove(
+    site: Path = SiteOption,
+    unit_dir: Optional[Path] = typer.Option(None, "--unit-dir", help="Folder of the systemd units. Default: ~/.config/systemd/user."),
+    crontab_file: Optional[Path] = typer.Option(None, "--crontab-file", help="Crontab file the line was written to."),
+) -> None:
+    """Delete a site's schedule files (disable the timer first with systemctl)."""
+    from twin.schedule import remove_schedule
+
+    try:
+        removed = remove_schedule(site, unit_dir=unit_dir, crontab_file=crontab_file)
+    except TwinError as exc:
+        _fail(exc)
+    for path in removed:
+        out.print(f"removed {path}", highlight=False)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    unit_dir: Optional[Path] = typer.Option(None, "--unit-dir", help="Folder of the systemd units. Default: ~/.config/systemd/user."),
+    crontab_file: Optional[Path] = typer.Option(None, "--crontab-file", help="Crontab file to read."),
+) -> None:
+    """List the installed schedules."""
+    from twin.schedule import list_schedules
+
+    table = Table()
+    for col in ("site", "kind", "cron", "command"):
+        table.add_column(col)
+    for item in list_schedules(unit_dir=unit_dir, crontab_file=crontab_file):
+        table.add_row(item.slug, item.kind, item.cron, item.command)
+    out.print(table)
+
+
+@schedule_app.command("run")
+def schedule_run(
+    site: Path = SiteOption,
+    workspace: Optional[Path] = WorkspaceOption,
+    since: str = typer.Option("last", "--since", help="Compare with this snapshot: 'last', a run id, or a date (YYYY-MM-DD)."),
+) -> None:
+    """Run one report cycle now: build, analyse, report what changed, deliver. Any scheduler can call this."""
+    from twin.schedule import run_cycle
+
+    try:
+        result = run_cycle(site, workspace=workspace or default_workspace(), since=since)
+    except TwinError as exc:
+        _fail(exc)
+    out.print(f"report {result.run_dir}", highlight=False)
+    for outcome in result.outcomes:
+        state = "ok" if outcome.ok else f"failed after {outcome.attempts} attempt(s): {outcome.error}"
+        (out if outcome.ok else err).print(f"delivery {outcome.channel} {outcome.target}: {state}", highlight=False)
+    if result.exit_code:
+        err.print(f"findings at or above reports.fail_on: exit code {result.exit_code}", highlight=False)
+    raise typer.Exit(result.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover
