@@ -136,6 +136,44 @@ class Workspace:
     def choke_points(self, snapshot: str | None = None, **params) -> pd.DataFrame:
         return self.query("choke_points", snapshot, **params)
 
+    def report_context(self, snapshot: str | None = None):
+        """Return the report context of a snapshot: counts, imported files, query descriptions."""
+        from twin.report import ImportSummary, ReportContext, TwinCounts, describe_queries
+
+        twin = self.twin(snapshot)
+        with self.store() as store:
+            files = store.import_files(twin.run_id)
+        devices = twin.devices
+        counts = TwinCounts(
+            devices=len(devices),
+            segments=len(twin.segments),
+            communications=len(twin.communications),
+            services=len(twin.services),
+            by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
+            by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
+        )
+        imports = [
+            ImportSummary(
+                path=f["path"],
+                format=f["format"] or "unrecognised",
+                records_read=f["records_read"] or 0,
+                records_skipped=f["records_skipped"] or 0,
+                issues=list(f["issues"]),
+            )
+            for f in files
+        ]
+        descriptions, limitations = describe_queries()
+        return ReportContext(
+            site=twin.site,
+            run_id=twin.run_id,
+            built_at=twin.built_at,
+            workspace=str(self.path),
+            counts=counts,
+            imports=imports,
+            descriptions=descriptions,
+            limitations=limitations,
+        )
+
     def find_device(self, ident: str, snapshot: str | None = None) -> dict[str, Any]:
         """Return the device row matching a device id, IP, MAC, host name, asset tag or serial."""
         devices = self.twin(snapshot).devices

@@ -165,44 +165,6 @@ def _findings(ws: Workspace, snapshot: Optional[str], queries: Optional[list[str
     return ws.findings(snapshot, names=queries or None)
 
 
-def _context(ws: Workspace, snapshot: Optional[str]):
-    from twin.report import ImportSummary, ReportContext, TwinCounts, describe_queries
-
-    twin = ws.twin(snapshot)
-    with ws.store() as store:
-        files = store.import_files(twin.run_id)
-    devices = twin.devices
-    counts = TwinCounts(
-        devices=len(devices),
-        segments=len(twin.segments),
-        communications=len(twin.communications),
-        services=len(twin.services),
-        by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
-        by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
-    )
-    imports = [
-        ImportSummary(
-            path=f["path"],
-            format=f["format"] or "unrecognised",
-            records_read=f["records_read"] or 0,
-            records_skipped=f["records_skipped"] or 0,
-            issues=list(f["issues"]),
-        )
-        for f in files
-    ]
-    descriptions, limitations = describe_queries()
-    return ReportContext(
-        site=twin.site,
-        run_id=twin.run_id,
-        built_at=twin.built_at,
-        workspace=str(ws.path),
-        counts=counts,
-        imports=imports,
-        descriptions=descriptions,
-        limitations=limitations,
-    )
-
-
 def _check_fail_on(fail_on: Optional[str]) -> Optional[str]:
     from twin.report import SEVERITIES
 
@@ -232,7 +194,7 @@ def analyze(
     ws = _workspace(workspace)
     try:
         findings = _findings(ws, snapshot, query)
-        context = _context(ws, snapshot)
+        context = ws.report_context(snapshot)
     except TwinError as exc:
         _fail(exc)
     if output == "table":
@@ -296,7 +258,7 @@ def report(
     ws = _workspace(workspace)
     try:
         findings = _findings(ws, snapshot, None)
-        context = _context(ws, snapshot)
+        context = ws.report_context(snapshot)
         base_formats = [f for f in wanted if f != "pdf"] or ["html"]
         if "pdf" in wanted and "html" not in base_formats:
             base_formats.append("html")

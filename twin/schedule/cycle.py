@@ -146,45 +146,6 @@ def _record_cycle(workspace: Path, run_id: str | None, started: float, status: s
         )
 
 
-def _report_context(ws, run_id: str):
-    """Build the report context (counts, imported files, query descriptions) of one snapshot."""
-    from twin.report import ImportSummary, ReportContext, TwinCounts, describe_queries
-
-    twin = ws.twin(run_id)
-    with ws.store() as store:
-        files = store.import_files(run_id)
-    devices = twin.devices
-    counts = TwinCounts(
-        devices=len(devices),
-        segments=len(twin.segments),
-        communications=len(twin.communications),
-        services=len(twin.services),
-        by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
-        by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
-    )
-    imports = [
-        ImportSummary(
-            path=f["path"],
-            format=f["format"] or "unrecognised",
-            records_read=f["records_read"] or 0,
-            records_skipped=f["records_skipped"] or 0,
-            issues=list(f["issues"]),
-        )
-        for f in files
-    ]
-    descriptions, limitations = describe_queries()
-    return ReportContext(
-        site=twin.site,
-        run_id=run_id,
-        built_at=twin.built_at,
-        workspace=str(ws.path),
-        counts=counts,
-        imports=imports,
-        descriptions=descriptions,
-        limitations=limitations,
-    )
-
-
 def _has_earlier_snapshot(ws, site_name: str) -> bool:
     with ws.store() as store:
         return sum(1 for run in store.runs() if run.site == site_name) >= 2
@@ -304,7 +265,7 @@ def _run_steps(site_dir: Path, workspace: Path, since: str, started: float, stat
         summary = {"site": site_name, "new_run_id": run_id, "first_run": True}
 
     state["step"] = "report"
-    context = _report_context(ws, run_id)
+    context = ws.report_context(run_id)
     formats = [fmt for fmt in reports.formats if fmt != "pdf"]
     if "pdf" in reports.formats and "html" not in formats:
         formats.append("html")
