@@ -95,7 +95,7 @@ def find(twin: Twin, site: SiteConfig, **params) -> pd.DataFrame:
         return finalise([], COLUMNS, ["device_id"])
     found["severity"] = [_severity(row) for row in found.itertuples(index=False)]
     found["evidence"] = [
-        f"{row.device_class} in segment {row.segment_id} (zone {row.zone}), which is designated for "
+        f"{row.label} ({row.device_class}) is in segment {row.segment_id} (zone {row.zone}), which is designated for "
         f"{', '.join(row.designated_classes)}"
         for row in found.itertuples(index=False)
     ]
