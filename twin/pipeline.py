@@ -88,12 +88,23 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def find_discovery_files(site_dir: Path) -> list[tuple[Path, str | None]]:
-    """Return every file under ``site_dir`` with its detected format (None when unrecognised)."""
+def find_discovery_files(site_dir: Path, exclude: tuple[Path, ...] = ()) -> list[tuple[Path, str | None]]:
+    """Return every file under ``site_dir`` with its detected format (None when unrecognised).
+
+    Hidden files and folders and everything under ``exclude`` (the site's
+    report folder) are left out, so a build never reads its own reports.
+    """
+    excluded = tuple(p.resolve() for p in exclude)
     out = []
     for path in sorted(site_dir.rglob("*")):
         name = path.name.lower()
-        if not path.is_file() or name in SKIPPED_NAMES or name.startswith(SKIPPED_PREFIXES) or name.startswith("."):
+        if not path.is_file() or name in SKIPPED_NAMES or name.startswith(SKIPPED_PREFIXES):
+            continue
+        relative = path.relative_to(site_dir).parts
+        if any(part.startswith(".") for part in relative):
+            continue
+        resolved = path.resolve()
+        if any(resolved == e or e in resolved.parents for e in excluded):
             continue
         out.append((path, detect_format(path)))
     return out
@@ -183,7 +194,8 @@ def build(
     EmbeddedStore(workspace).close()
     log.info("run %s: build of site %r from %s started", run_id, site.site.name, site_dir)
 
-    files = find_discovery_files(site_dir)
+    report_dir = Path(site.reports.output_dir)
+    files = find_discovery_files(site_dir, exclude=(report_dir if report_dir.is_absolute() else site_dir / report_dir,))
     observations = []
     flow_frames = []
     summaries: list[FileSummary] = []

@@ -95,3 +95,15 @@ def test_reading_missing_workspace_creates_nothing(tmp_path):
     with pytest.raises(SnapshotNotFound, match="workspace not found"):
         ws.twin()
     assert not (tmp_path / "none").exists()
+
+
+def test_build_skips_report_folder(site, tmp_path):
+    reports = site / "reports" / "20260101T000000Z-abcdef"
+    reports.mkdir(parents=True)
+    (reports / "report.md").write_text("# report\n")
+    (reports / "segment_violations.csv").write_text("src_ip,dst_ip\n10.0.0.1,10.0.0.2\n")
+    (site / ".staging").mkdir()
+    (site / ".staging" / "notes.txt").write_text("x\n")
+    result = Workspace(tmp_path / "w.sqlite").build(site)
+    read = [f.path for f in result.files]
+    assert not [p for p in read if "/reports/" in p or "/.staging/" in p]

@@ -352,7 +352,7 @@ def test_webhook_500_then_200(run_dir: Path, caplog) -> None:
                                    run_id=RUN_ID, env=ENV)
 
     hook = next(o for o in outcomes if o.channel == "webhook")
-    assert (hook.ok, hook.attempts, hook.error) == (True, 2, None)
+    assert (hook.ok, hook.attempts, hook.error) == (True, 2, "HTTP status 500")
     assert len(server.requests) == 2
     for path, headers, body in server.requests:
         assert path == "/hooks/T0001/secret-token"

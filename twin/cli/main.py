@@ -505,6 +505,11 @@ def schedule_run(
     """Run one report cycle now: build, analyse, report what changed, deliver. Any scheduler can call this."""
     from twin.schedule import run_cycle
 
+    # A scheduled cycle has no one watching: retries and skipped records go
+    # to the journal or cron mail as warnings even without -v.
+    twin_log = logging.getLogger("twin")
+    if twin_log.getEffectiveLevel() > logging.WARNING:
+        twin_log.setLevel(logging.WARNING)
     try:
         result = run_cycle(site, workspace=workspace or default_workspace(), since=since)
     except TwinError as exc:
@@ -512,7 +517,7 @@ def schedule_run(
     out.print(f"report {result.run_dir}", highlight=False)
     for outcome in result.outcomes:
         state = "ok" if outcome.ok else f"failed after {outcome.attempts} attempt(s): {outcome.error}"
-        (out if outcome.ok else err).print(f"delivery {outcome.channel} {outcome.target}: {state}", highlight=False)
+        (out if outcome.ok else err).print(f"run {result.run_id}: delivery {outcome.channel} {outcome.target}: {state}", highlight=False)
     if result.exit_code:
         err.print(f"findings at or above reports.fail_on: exit code {result.exit_code}", highlight=False)
     raise typer.Exit(result.exit_code)

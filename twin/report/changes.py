@@ -375,7 +375,13 @@ def render_changes_markdown(changes: ChangeSet) -> str:
         lines.append("")
     trend = changes.trend
     if trend is not None and len(trend):
-        lines += [f"### Trend over the last {len(trend)} runs", ""]
+        lines += [
+            f"### Trend over the last {len(trend)} runs",
+            "",
+            "Counts of distinct findings by identity; attack paths count entry-target pairs, "
+            "not the k paths per pair that the tables list.",
+            "",
+        ]
         columns = ["run_id", "finished_at", *[c for c in trend.columns if c not in ("run_id", "finished_at")]]
         rows = [
             [{"text": iso_utc(record[c]) or "" if c == "finished_at" else display_text(record[c])} for c in columns]

@@ -84,7 +84,8 @@ class DeliveryOutcome:
     attempts : int
         Attempts made; 0 when the settings were incomplete and nothing was sent.
     error : str or None
-        The last error, None on success.
+        The last error: None when the first attempt succeeded, and kept on a
+        success after retries so the record shows what failed first.
     at : float
         Time the delivery finished, seconds since the Unix epoch.
     """
@@ -464,7 +465,8 @@ def _with_retries(
                 time.sleep(backoff_s * 2 ** (number - 1))
             continue
         log.info("run %s: %s to %s: delivered on attempt %d", run_id, channel, target, number)
-        return DeliveryOutcome(channel, target, ok=True, attempts=number)
+        # A success after retries keeps the last failure, so the record shows why it took several attempts.
+        return DeliveryOutcome(channel, target, ok=True, attempts=number, error=error)
     log.warning("run %s: %s to %s: giving up after %d attempts", run_id, channel, target, total)
     return DeliveryOutcome(channel, target, ok=False, attempts=total, error=error)
 

@@ -121,6 +121,7 @@ def render_pdf(html_path: Path, pdf_path: Path, *, timeout_s: float = DEFAULT_TI
             ]
             _run_chromium(command, html_path, timeout_s)
         _check_pdf(tmp_pdf, html_path)
+        os.chmod(tmp_pdf, 0o644)  # mkstemp creates 0600; match the other report files
         os.replace(tmp_pdf, pdf_path)
     finally:
         tmp_pdf.unlink(missing_ok=True)
