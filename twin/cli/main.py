@@ -272,7 +272,7 @@ def report(
                 record_findings(store, context.run_id, findings)
             changes = compute_changes(ws, since=since, trend_runs=trend_runs)
             written = write_change_report(changes, findings, context, out_dir, base_formats)
-            err.print(f"changes since {changes.old_run_id}: {changes.summary_line()}" if hasattr(changes, "summary_line") else f"changes since {changes.old_run_id}: {changes.summary()}", highlight=False)
+            err.print(f"changes since {changes.old_run_id}: {changes.summary_line()}", highlight=False)
         if "pdf" in wanted:
             from twin.report.pdf import render_pdf
 
