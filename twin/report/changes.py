@@ -161,17 +161,21 @@ def _paths_frames(changes: ChangeSet, which: str) -> dict[str, pd.DataFrame]:
 
 
 def _finding_tables(changes: ChangeSet) -> list[dict[str, Any]]:
+    # The still-open list is long and unchanged by definition, so it comes
+    # last ("late"), after the device changes, where it does not hide them.
     specs = [
         ("New findings", changes.findings_new, False),
         ("Resolved findings", changes.findings_resolved, False),
-        ("Still open", changes.findings_open, True),
         ("Attack paths opened", _paths_frames(changes, "new"), False),
         ("Attack paths cut", _paths_frames(changes, "resolved"), False),
+        ("Still open", changes.findings_open, True),
     ]
     tables = []
     for title, frames, with_age in specs:
         columns, rows, hidden = _finding_rows(frames, with_age)
-        tables.append({"title": title, "columns": columns, "rows": rows, "hidden": hidden, "total": len(rows) + hidden})
+        tables.append(
+            {"title": title, "columns": columns, "rows": rows, "hidden": hidden, "total": len(rows) + hidden, "late": with_age}
+        )
     return tables
 
 
@@ -364,7 +368,9 @@ def render_changes_markdown(changes: ChangeSet) -> str:
         f"run {markdown_escape(changes.old_run_id)} ({iso_utc(changes.old_built_at) or 'unknown'})."
     )
     lines.append("")
-    for table in _finding_tables(changes) + _device_tables(changes):
+    findings = _finding_tables(changes)
+    ordered = [t for t in findings if not t["late"]] + _device_tables(changes) + [t for t in findings if t["late"]]
+    for table in ordered:
         lines += [f"### {markdown_escape(table['title'])} ({table['total']})", ""]
         if not table["rows"]:
             lines += ["None.", ""]

@@ -314,10 +314,18 @@ def _smtp_credentials(email: EmailDelivery, env: Mapping[str, str]) -> tuple[str
 
 
 def _subject(changes_summary: Mapping, site: str | None, run_id: str) -> str:
+    where = f" for {site}" if site else ""
+    if changes_summary.get("first_run"):
+        return f"iomt-twin first report{where}: no earlier snapshot to compare with (run {run_id})"
     new = _count(changes_summary.get("findings_new"))
     resolved = _count(changes_summary.get("findings_resolved"))
-    where = f" for {site}" if site else ""
-    return f"iomt-twin report{where}: {new} new, {resolved} resolved findings (run {run_id})"
+    devices = [
+        f"{changes_summary[key]} devices {label}"
+        for key, label in (("devices_new", "new"), ("devices_gone", "gone"), ("devices_changed", "changed"))
+        if changes_summary.get(key)
+    ]
+    tail = f"; {', '.join(devices)}" if devices else ""
+    return f"iomt-twin report{where}: {new} new, {resolved} resolved findings{tail} (run {run_id})"
 
 
 def _site_name(files: Mapping[str, Path], run_dir: Path, changes_summary: Mapping) -> str | None:
