@@ -14,7 +14,6 @@ import http.server
 import ipaddress
 import json
 import logging
-import os
 import socket
 import ssl
 import threading

@@ -74,10 +74,6 @@ class RunInfo(dict):
     __getattr__ = dict.get
 
 
-def _sql_type(kind: str) -> str:
-    return {"int": "INTEGER", "float": "REAL", "time": "REAL", "bool": "INTEGER"}.get(kind, "TEXT")
-
-
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -208,16 +204,6 @@ def _json_column(values: list) -> list:
         else:
             out.append(_to_json(value))
     return out
-
-
-def _scalar_column(series: pd.Series, kind: str | None) -> list:
-    """Return a column as Python scalars with missing values as None."""
-    if kind in ("int", "float", "time") and series.dtype.kind in "iuf":
-        values = series.astype(object).where(series.notna(), None).tolist()
-        return values
-    if kind == "bool" and series.dtype.kind == "b":
-        return [int(v) for v in series.tolist()]
-    return [_scalar(v) for v in series.tolist()]
 
 
 class EmbeddedStore:
@@ -405,17 +391,6 @@ class EmbeddedStore:
             "INSERT INTO snapshot_tables VALUES (?,?,?,?)",
             (run_id, table, arrow.num_rows, _parquet_bytes(arrow)),
         )
-
-    @staticmethod
-    def _executemany_batched(cur, sql: str, rows: Iterable[tuple]) -> None:
-        batch: list[tuple] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= WRITE_BATCH_ROWS:
-                cur.executemany(sql, batch)
-                batch.clear()
-        if batch:
-            cur.executemany(sql, batch)
 
     # -- reading ----------------------------------------------------------
 

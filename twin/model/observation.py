@@ -50,7 +50,6 @@ lower-case without a trailing dot.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -316,20 +315,3 @@ def escape_text(value: str | bytes) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def observation_to_row(obs: Observation) -> dict[str, Any]:
-    """Flatten an observation for storage."""
-    return {
-        "kind": str(obs.kind),
-        "source": obs.source,
-        "origin": obs.origin,
-        "seen_at": obs.seen_at,
-        "subject": obs.subject.to_dict(),
-        "attrs": obs.attrs,
-        "evidence": obs.evidence,
-    }
-
-
-def replace(obs: Observation, **changes: Any) -> Observation:
-    return dataclasses.replace(obs, **changes)

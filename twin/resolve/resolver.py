@@ -486,7 +486,6 @@ def _interfaces(observations, obs_devices, run_id) -> pd.DataFrame:
 
 def _links_and_attachment(observations, obs_devices, devices, interfaces, run_id):
     """Return (links DataFrame, attachment map device_id -> (switch_id, port, vlan))."""
-    device_by_id = {d["device_id"]: d for d in devices}
     mac_owner: dict[str, str] = {}
     for dev in devices:
         for mac in dev["macs"]:
