@@ -77,7 +77,8 @@ def test_zeek_tsv_issue_messages_name_file_and_problem():
     by_line = {issue.line: issue for issue in result.issues}
 
     assert by_line[14].path == str(ZEEK_TSV)
-    assert "expected 21" in by_line[14].message and "found 5" in by_line[14].message
+    assert "expected 21" in by_line[14].message
+    assert "found 5" in by_line[14].message
     assert "10.30.4.999" in by_line[15].message
 
 
@@ -114,7 +115,8 @@ def test_zeek_tsv_binary_bytes_do_not_crash():
 
     assert issues_of(result) == {(14, None), (15, "id.orig_h")}
     message = next(issue.message for issue in result.issues if issue.line == 15)
-    assert "\\x00" in message and "\\xff" in message
+    assert "\\x00" in message
+    assert "\\xff" in message
 
 
 def test_zeek_tsv_repeated_header_and_crlf():
@@ -215,7 +217,7 @@ def test_nfdump_timezone_option_shifts_times():
     assert (utc.flows["first_seen"] - berlin.flows["first_seen"]).tolist() == [3600.0] * 3
 
 
-def test_nfdump_bad_values_are_reported_with_line_and_column():
+def test_nfdump_bad_value_line_column():
     lines = NFDUMP.read_text().splitlines()
     lines[1] = lines[1].replace("2024-01-01 10:00:00,", "yesterday,", 1)
     lines[3] = lines[3].replace(",84,", ",8x4,", 1)

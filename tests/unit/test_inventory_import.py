@@ -80,7 +80,8 @@ def test_skipped_row_message_names_each_bad_field():
     result = inventory.import_file(SEMICOLON)
     message = next(i.message for i in result.issues if i.line == 4)
 
-    assert "'not-a-mac'" in message and "'10.30.4.300'" in message
+    assert "'not-a-mac'" in message
+    assert "'10.30.4.300'" in message
     assert "no other identifier" in message
 
 
@@ -110,7 +111,8 @@ def test_missing_identifier_headers_name_file_and_setting():
         inventory.import_file(CUSTOM)
     text = str(caught.value)
     assert str(CUSTOM) in text
-    assert "'MAC Address'" in text and "inventory.column_map" in text
+    assert "'MAC Address'" in text
+    assert "inventory.column_map" in text
 
 
 def test_column_map_with_unknown_header_is_rejected():

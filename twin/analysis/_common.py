@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from twin.model.classes import MEDICAL_CLASSES, ROLE_OF_CLASS
+from twin.resolve.addresses import in_networks
 from twin.model.site import SiteConfig
 from twin.model.twin import Twin
 
@@ -155,18 +156,7 @@ def in_address_list(addresses: pd.Series, entries: list[str]) -> np.ndarray:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
             continue
-    values = addresses.astype(str).to_numpy()
-    out = np.zeros(len(values), dtype=bool)
-    for i, text in enumerate(values):
-        if text.lower() in exact:
-            out[i] = True
-            continue
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        out[i] = any(addr.version == net.version and addr in net for net in networks)
-    return out
+    return in_networks(addresses.astype(str).to_numpy(), networks, frozenset(exact))
 
 
 def twin_from_records(

@@ -65,7 +65,7 @@ class ReachGraph:
         the first member name.
     is_entry, is_target, is_external : ndarray of bool
     src_key : ndarray of int
-        Row of the CSR edge lists that holds a node's out-edges.
+        Row of the CSR edge lists with a node's out-edges.
     indptr, indices, weights : ndarray
         CSR edge lists per source key: destination node and edge cost.
     """

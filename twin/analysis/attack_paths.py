@@ -13,7 +13,7 @@ reachability graphs are searched:
     exposes (services table, which includes every port seen as a flow
     destination). Devices the policy treats alike are searched as one
     group (see :mod:`twin.analysis._reach`) and expanded to devices only
-    along the paths found; intermediate hops show the group's first device
+    along the paths found. Intermediate hops show the group's first device
     by id, so paths differing only in which interchangeable device they
     cross are reported once.
 

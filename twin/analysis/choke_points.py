@@ -4,7 +4,8 @@ Starting from the paths of :mod:`twin.analysis.attack_paths`, three kinds of
 rows are returned:
 
 ``device``
-    An intermediate device (never an entry or a target), ranked by the
+    A device in the middle of a path (neither its first nor its last
+    node, though it may be an entry or target of other paths), ranked by the
     number of paths through it. Isolating or hardening it cuts them all.
 ``segment_pair``
     A (source segment -> destination segment) pair of path edges, ranked by
@@ -190,7 +191,7 @@ def _min_cut_rows(paths: pd.DataFrame, seg, services, names: dict) -> list[dict]
     # Edges without a capacity attribute are infinite in networkx, so only path edges can be cut.
     _, (reachable, _) = nx.minimum_cut(graph, _SOURCE, _SINK)
     # An entry node and the same device as an intermediate node are two graph
-    # nodes, so one device pair can be cut twice; report it once.
+    # nodes, so one device pair can be cut twice. Each pair is reported once.
     cut = sorted(
         {
             (u[1], v[1])

@@ -213,7 +213,7 @@ def transform(
         File content from :func:`collect`.
     fmt : {"zeek-conn", "nfdump-csv"}, optional
         Input format; detected from the first bytes when omitted. Zeek TSV
-        and JSON lines are told apart by content.
+        and JSON lines are distinguished by content.
     origin : str, optional
         Path recorded in issues; defaults to ``raw.path``.
     seen_at : float, optional

@@ -189,7 +189,7 @@ def transform(
         Time of the export; defaults to the file's modification time.
     column_map : dict, optional
         Field name (a key of :data:`DEFAULT_COLUMNS`) to the CSV header that
-        holds it, from the site configuration's ``inventory.column_map``.
+        contains it, from the site configuration's ``inventory.column_map``.
         Entries override the default spellings.
     **options
         Accepted for the common module interface; none are used.
@@ -199,7 +199,7 @@ def transform(
     ImportResult
         One observation per kept row. ``records_read`` counts data rows,
         ``records_skipped`` rows without any valid identifier, and
-        ``counts`` holds ``devices`` and ``rows``. A malformed MAC or IP is
+        ``counts`` contains ``devices`` and ``rows``. A malformed MAC or IP is
         reported with its line and column and dropped from a row that keeps
         another identifier.
 

@@ -104,7 +104,7 @@ def transform(
         One ``device`` observation per host that is up and one ``service``
         observation per open port (and per ``open|filtered`` UDP port, with
         ``uncertain`` set). ``records_read`` counts ``<host>`` elements read;
-        ``counts`` holds ``hosts_up``, ``hosts_down``, ``ports_open``
+        ``counts`` contains ``hosts_up``, ``hosts_down``, ``ports_open``
         (state ``open``) and ``services`` (service observations).
 
     Raises

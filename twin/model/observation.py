@@ -191,7 +191,7 @@ FLOW_COLUMNS = (
 class ImportResult:
     """Everything one importer read from one file.
 
-    ``records_read`` counts the records the file holds that the importer
+    ``records_read`` counts the records in the file that the importer
     understood (hosts, OIDs, flows, rows); ``records_skipped`` counts the bad
     ones, each with an entry in ``issues``. ``counts`` breaks the read
     records down by table or kind, for tests and progress output.

@@ -27,10 +27,10 @@ selectors match it.
 Performance
 -----------
 Rules are evaluated per rule over all devices with vectorised masks, never
-per communication. Devices with the same rule-match bits share a signature;
-communications are grouped by (source signature, destination signature,
-same segment, External involved, protocol, port) and each unique group is
-decided once, then the result is broadcast back. The cost is
+per communication. Devices with the same rule-match bits share a signature.
+Communications are grouped by (source signature, destination signature,
+same segment, External involved, protocol, port), each unique group is
+decided once, and the result is broadcast back. The cost is
 O(R * (N + G)) numpy work for R rules, N devices and G groups, plus one
 hash grouping of the communications.
 """
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from twin.resolve.addresses import in_networks
 from twin.model.site import Policy, PolicyRule, Selector, ServiceSpec, SiteConfig
 
 __all__ = [
@@ -70,7 +71,7 @@ class RuleMatrix:
     ----------
     from_bits, to_bits : ndarray of bool, shape (n, R)
         ``from_bits[i, r]`` is True when rule r's ``from`` selector matches
-        endpoint i; ``to_bits`` likewise for the ``to`` selector.
+        endpoint i. ``to_bits`` does the same for the ``to`` selector.
     """
 
     from_bits: np.ndarray
@@ -169,14 +170,7 @@ class PolicyEngine:
         if not selector.cidr:
             return np.ones(len(addresses), dtype=bool)
         networks = [ipaddress.ip_network(c, strict=False) for c in selector.cidr]
-        out = np.zeros(len(addresses), dtype=bool)
-        for i, text in enumerate(addresses):
-            try:
-                addr = ipaddress.ip_address(text)
-            except ValueError:
-                continue
-            out[i] = any(addr.version == net.version and addr in net for net in networks)
-        return out
+        return in_networks(addresses, networks)
 
     def _device_mask(self, selector: Selector, view: "_DeviceView") -> np.ndarray:
         n = view.n
@@ -333,7 +327,7 @@ class PolicyEngine:
         Notes
         -----
         Time is linear in the rows plus O(R * (N + G)) for R rules,
-        N devices and G unique groups; no Python loop runs per row.
+        N devices and G unique groups. No Python loop runs per row.
         """
         comm = communications_df
         if comm.empty:
@@ -439,7 +433,7 @@ class _DeviceView:
         if self._ip_table is None:
             ips = self.devices["ips"] if "ips" in self.devices else pd.Series([[]] * self.n)
             ips = pd.Series(ips.to_numpy(dtype=object), index=np.arange(self.n))
-            ips = ips.map(lambda v: v if isinstance(v, (list, tuple, np.ndarray)) else ([] if v is None or v != v else [v]))
+            ips = ips.map(_as_address_list)
             exploded = ips.explode().dropna()
             self._ip_table = pd.DataFrame({"pos": exploded.index.to_numpy(dtype=np.int64), "ip": exploded.astype(str).to_numpy()})
         return self._ip_table
@@ -464,6 +458,15 @@ class _DeviceView:
                     except ValueError:
                         continue
         return np.bincount(table["pos"].to_numpy()[hit], minlength=self.n).astype(bool)
+
+
+def _as_address_list(value) -> list:
+    """Return a device's ``ips`` cell as a list: lists stay, one address becomes a list, missing is empty."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return value
+    if value is None or value != value:  # None or NaN
+        return []
+    return [value]
 
 
 def _text(df: pd.DataFrame, column: str) -> pd.Series:
@@ -501,8 +504,8 @@ class EndpointTable:
     """Devices, External addresses and one unknown-device row, with their rule signatures.
 
     Positions: devices first (in table order), then External addresses, then
-    the unknown-device row. ``segment`` holds a segment code (>= 0) or -1
-    for an External or unknown endpoint; a device without a segment gets a
+    the unknown-device row. ``segment`` is a segment code (>= 0), or -1
+    for an External or unknown endpoint. A device without a segment gets a
     unique negative code below -1, so it is never in the same segment as
     another device.
     """

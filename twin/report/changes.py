@@ -13,17 +13,15 @@ from __future__ import annotations
 import logging
 import json
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import jinja2
 import pandas as pd
 
 from twin.report.cells import display_text, iso_utc, sort_by_severity, to_jsonable
 from twin.report.diff import CHANGED_COLUMNS, DEVICE_COLUMNS, ChangeSet
 from twin.report.document import findings_records, report_document
-from twin.report.htmlpage import MAX_DOCUMENT_ROWS, render_html
+from twin.report.htmlpage import MAX_DOCUMENT_ROWS, template_environment, render_html
 from twin.report.model import UNRATED, ReportContext, normalise_severity, ordered_queries
 from twin.report.writers import (
     FORMATS,
@@ -67,18 +65,6 @@ STATE_COLOURS = {"new": "#2f9e44", "gone": "#868e96", "changed": "#e8590c"}
 _HTML_ANCHOR = '<section id="summary">'
 _MARKDOWN_ANCHOR = "## Summary\n"
 _NO_SEGMENT = "(no segment)"
-
-
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("twin.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 # -- JSON -------------------------------------------------------------------
@@ -336,7 +322,7 @@ def render_changes_html(changes: ChangeSet) -> str:
         }
         for name in names
     ]
-    template = _environment().get_template(CHANGES_TEMPLATE)
+    template = template_environment().get_template(CHANGES_TEMPLATE)
     return template.render(
         summary_line=changes.summary_line(),
         old_run_id=display_text(changes.old_run_id),

@@ -3,9 +3,9 @@
 :func:`deliver_all` runs every channel configured in ``reports:`` of
 site.yaml and returns one :class:`DeliveryOutcome` per channel;
 :func:`record_deliveries` stores them in the workspace table ``deliveries``.
-A delivery only reads the report files. A failed delivery is logged and
-returned as an outcome, never raised, so one broken channel does not stop
-the others.
+A delivery only reads the report files. Connection, SMTP, HTTP and settings
+errors are logged and returned as an outcome instead of raised, so one broken
+channel does not stop the others.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ SCRIPT = "report.js"
 
 
 @lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """Return the Jinja2 environment of the report templates, with autoescaping on."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("twin.report", "templates"),
         autoescape=True,
@@ -145,7 +146,7 @@ def render_html(
     totals = {severity: int(summary[severity].sum()) if len(summary) else 0 for severity in (*SEVERITIES, UNRATED)}
     script, script_digest = _script()
     counts = context.counts
-    template = _environment().get_template(TEMPLATE)
+    template = template_environment().get_template(TEMPLATE)
     return template.render(
         generator=GENERATOR,
         site=display_text(context.site),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-__all__ = ["AddressPlan", "usable_mac", "VIRTUAL_MAC_PREFIXES"]
+import numpy as np
+
+__all__ = ["AddressPlan", "usable_mac", "in_networks", "VIRTUAL_MAC_PREFIXES"]
 
 # Ranges that are internal even when no segment lists them: RFC 1918,
 # shared address space (RFC 6598), link-local, IPv6 unique-local. The
@@ -54,6 +56,29 @@ def usable_mac(mac: str | None) -> bool:
     if int(mac[:2], 16) & 1:
         return False
     return not mac.startswith(VIRTUAL_MAC_PREFIXES)
+
+
+def in_networks(addresses, networks, exact=frozenset()) -> "np.ndarray":
+    """Return a bool mask of addresses inside any of ``networks``.
+
+    ``exact`` contains lower-case texts that match as they are (domain names in
+    an allowlist). Text that is not an IP address matches only through it.
+
+    >>> in_networks(["10.0.0.5", "192.0.2.1", "bad"], [ipaddress.ip_network("10.0.0.0/8")]).tolist()
+    [True, False, False]
+    """
+    values = [str(a) for a in addresses]
+    out = np.zeros(len(values), dtype=bool)
+    for i, text in enumerate(values):
+        if text.lower() in exact:
+            out[i] = True
+            continue
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        out[i] = any(addr.version == net.version and addr in net for net in networks)
+    return out
 
 
 class AddressPlan:

@@ -270,8 +270,8 @@ def classify(
         caps = ",".join(sorted(facts.get("capabilities") or ()))
         proposals.append(Proposal(found, WEIGHT_LLDP_CAPABILITY, "LLDP/CDP capabilities", caps))
 
-    # nmap lists every OS guess that ties for the best accuracy; when one of
-    # them is a general-purpose OS the guess does not point to a class.
+    # nmap lists every OS guess that ties for the best accuracy. When one of
+    # them is a general-purpose OS, the guess does not point to a class.
     os_types = [str(c.get("type", "")).lower() for c in facts.get("os_classes") or ()]
     if os_types and "general purpose" not in os_types:
         for os_type in os_types:

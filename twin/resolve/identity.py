@@ -96,9 +96,9 @@ def build_records(observations: list[Observation], plan: AddressPlan) -> list[Id
         key = (identity, source, named)
         at = index_of.get(key)
         if at is None:
-            # A device's own or announced addresses are kept even when public
-            # (a switch managed on a public address); flows alone never make
-            # a public address a device.
+            # A device's own or announced addresses are kept even when public,
+            # as for a switch managed on a public address. Flows alone never
+            # make a public address a device.
             record = IdentityRecord(
                 macs=tuple(m for m in identity.macs if usable_mac(m)),
                 ips=tuple(ip for ip in identity.ips if plan.kind(ip) != "ignore"),

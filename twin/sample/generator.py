@@ -83,7 +83,7 @@ _TRUTH_HEADER = """\
 
 @dataclass
 class GenerationSummary:
-    """What :func:`generate_site` wrote."""
+    """Summary of the files :func:`generate_site` wrote."""
 
     out_dir: Path
     scenario: str
@@ -165,8 +165,8 @@ def generate_site(out_dir, *, devices: int = 1500, seed: int = 7, name: str | No
     -----
     Time and memory grow linearly with the device count: 100,000 devices
     give about a million distinct edges. Past NMAP_MAX_HOSTS hosts per scan
-    and SNMP_MAX_SWITCHES access switches the nmap and snmprec files are a
-    sample; the inventory, the core router's ARP table and the flows always
+    and SNMP_MAX_SWITCHES access switches, the nmap and snmprec files are a
+    sample. The inventory, the core router's ARP table and the flows always
     cover every device.
     """
     started = time.perf_counter()
@@ -239,11 +239,12 @@ def generate_pair(out_dir, seed: int = 7) -> dict[str, GenerationSummary]:
     """Write the paired small sites ``compliant/`` and ``violating/`` under ``out_dir``.
 
     Both share one layout (about 40 devices in building A). ``violating``
-    adds one planted finding of each kind: a workstation in the patient
-    monitoring segment (misplaced, and the segment becomes flat), telnet from
-    a workstation to an infusion pump (violation and a one-hop attack path),
-    and a CT scanner sending to an address outside the allowlist (exposure,
-    and a violation of the default rule). ``compliant`` has no findings.
+    adds one planted finding of each kind. A workstation sits in the patient
+    monitoring segment (misplaced, and the segment becomes flat). A
+    workstation uses telnet to an infusion pump (a violation and a one-hop
+    attack path). A CT scanner sends to an address outside the allowlist
+    (exposure, and a violation of the default rule). ``compliant`` has no
+    findings.
     """
     out = Path(out_dir)
     return {

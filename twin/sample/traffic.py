@@ -450,8 +450,8 @@ def _attack_paths(plan: SitePlan, site: dict, edges: Edges, nodes: _NodeTable) -
     Notes
     -----
     A multi-source reverse breadth-first search from all targets first marks
-    the nodes that reach any target within ``max_hops``; one vectorised pass
-    over the edge arrays per hop, so O(max_hops * E). Forward searches then
+    the nodes that reach any target within ``max_hops``. It makes one
+    vectorised pass over the edge arrays per hop, so it costs O(max_hops * E). Forward searches then
     start only from entries among the marked nodes, which keeps the cost low
     at a million edges.
     """
