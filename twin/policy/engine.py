@@ -426,6 +426,7 @@ class _DeviceView:
         own_building = _text(devices, "building")
         self.building = own_building.where(own_building.notna(), self.segment.map(engine._building))
         self._ip_table: pd.DataFrame | None = None
+        self._v4: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def ip_table(self) -> pd.DataFrame:
@@ -443,8 +444,11 @@ class _DeviceView:
         table = self.ip_table
         hit = np.zeros(len(table), dtype=bool)
         text = table["ip"]
-        v4 = ~text.str.contains(":", regex=False).to_numpy()
-        v4_int = _ipv4_ints(text[v4])
+        if self._v4 is None:
+            # Parsed once per view: a policy with many cidr selectors reuses them.
+            v4 = ~text.str.contains(":", regex=False).to_numpy()
+            self._v4 = (v4, _ipv4_ints(text[v4]))
+        v4, v4_int = self._v4
         v6_pos = np.flatnonzero(~v4)
         for cidr in cidrs:
             net = ipaddress.ip_network(cidr, strict=False)

@@ -26,6 +26,7 @@ from twin.sample.plan import (
     SitePlan,
     build_plan,
 )
+from twin.sample.proposal import build_proposed_policy, simulation_truth
 from twin.sample.traffic import DEFAULT_RULE, INTERNET_RULE, INTRA_RULE, build_edges, build_policy, ground_truth
 from twin.sample.writers import (
     write_flows,
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 MIN_DEVICES = 200
 MAX_DEVICES = 500_000
 # Files and folders generate_site owns inside out_dir; they are replaced on each run.
-_OUTPUTS = ("site.yaml", "ground_truth.yaml", "ground_truth_devices.csv", "inventory", "nmap", "snmp", "lldp", "flows")
+_OUTPUTS = ("site.yaml", "proposed_policy.yaml", "ground_truth.yaml", "ground_truth_devices.csv", "inventory", "nmap", "snmp", "lldp", "flows")
 
 _TRUTH_HEADER = """\
 # Ground truth of this sample site, derived by the generator (twin/sample) from
@@ -74,6 +75,31 @@ _TRUTH_HEADER = """\
 #                       is the ip of a device matched by attack_paths.targets;
 #                       min_hops is the length of the shortest path, at most
 #                       attack_paths.max_hops. Entry and target as in site.yaml.
+#
+# simulation (hospital and violating sites): what `twin simulate --policy
+# proposed_policy.yaml` must report against the policy in site.yaml.
+#   newly_blocked, newly_allowed: src_ip, dst_ip, proto, dst_port of each
+#                       observed communication whose action changes, and
+#                       rule, the deciding rule of the proposed policy.
+#   workflows_broken:   workflow (a rule with required: true in either
+#                       policy) and blocked_by (the proposed rule, or
+#                       default, that denies at least one source device,
+#                       destination device and service the workflow covers,
+#                       observed or not).
+#   violations_resolved, violations_introduced: segment_violations keys;
+#                       rule is the current policy's deciding rule for
+#                       resolved ones and the proposed policy's for
+#                       introduced ones.
+#   attack_paths_cut, attack_paths_opened: mode (observed: edges are the
+#                       observed communications the policy allows), entry
+#                       and target as in attack_paths. Cut: reachable within
+#                       max_hops over every observed communication (today's
+#                       network) and not under the proposed policy. Opened:
+#                       reachable under the proposed policy and not under
+#                       the current one.
+#   exposure_before, exposure_after: external_exposure rows whose
+#                       communication the current and the proposed policy
+#                       allow.
 #
 # counts: devices, segments, distinct communication edges (src, dst, proto,
 # dst_port), flow records, and records per file (hosts for nmap, OID rows for
@@ -192,12 +218,19 @@ def generate_site(out_dir, *, devices: int = 1500, seed: int = 7, name: str | No
     site = site_config(plan, policy)
     edges = build_edges(plan)
     truth = ground_truth(plan, site, edges)
+    proposed = build_proposed_policy(plan, policy) if scenario != "compliant" else None
 
     files: dict[str, int] = {}
     (out / "site.yaml").write_text(
         f"# Site configuration of a fictional {plan.scenario} site, written by twin.sample.\n" + _dump_yaml(site),
         encoding="utf-8",
     )
+    if proposed is not None:
+        (out / "proposed_policy.yaml").write_text(
+            f"# Proposed policy for the fictional {plan.scenario} site, written by twin.sample.\n"
+            "# Simulate it with: twin simulate --policy proposed_policy.yaml\n" + _dump_yaml({"policy": proposed}),
+            encoding="utf-8",
+        )
     files["inventory/cmms_export.csv"] = write_inventory(plan, out / "inventory" / "cmms_export.csv")
     files.update(write_nmap(plan, out / "nmap"))
     files.update(write_snmp(plan, out / "snmp"))
@@ -222,6 +255,8 @@ def generate_site(out_dir, *, devices: int = 1500, seed: int = 7, name: str | No
         "counts": counts,
         "findings": truth,
     }
+    if proposed is not None:
+        document["simulation"] = simulation_truth(plan, site, proposed, edges)
     (out / "ground_truth.yaml").write_text(_TRUTH_HEADER + _dump_yaml(document), encoding="utf-8")
 
     summary = GenerationSummary(

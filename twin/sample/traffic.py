@@ -444,8 +444,11 @@ def _exposure(site: dict, edges: Edges, nodes: _NodeTable) -> list[dict]:
     return sorted(rows, key=lambda r: (r["ip"], r["external"], r["dst_port"]))
 
 
-def _attack_paths(plan: SitePlan, site: dict, edges: Edges, nodes: _NodeTable) -> list[dict]:
+def _attack_paths(plan: SitePlan, site: dict, edges: Edges, nodes: _NodeTable, keep: np.ndarray | None = None) -> list[dict]:
     """Return (entry, target, min hops) pairs over observed edges, bounded by max_hops.
+
+    ``keep`` (bool per edge) limits the search to those edges, for example
+    the ones a policy allows.
 
     Notes
     -----
@@ -455,6 +458,9 @@ def _attack_paths(plan: SitePlan, site: dict, edges: Edges, nodes: _NodeTable) -
     start only from entries among the marked nodes, which keeps the cost low
     at a million edges.
     """
+    if keep is not None:
+        edges = Edges(edges.src[keep], edges.dst[keep], edges.proto[keep], edges.port[keep], edges.planted[keep],
+                      edges.externals)
     paths = site["attack_paths"]
     max_hops = int(paths["max_hops"])
     every = np.arange(len(nodes.external))
