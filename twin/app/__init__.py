@@ -1,0 +1,3 @@
+"""Streamlit app for the twin: pages, the hospital map and their shared helpers."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""The Streamlit script that twin app runs."""

@@ -1,0 +1,90 @@
+"""Entry of the Streamlit app: page config, the sidebar and the page navigation.
+
+Both the repository's ``app.py`` (``streamlit run app.py``) and ``twin app``
+(which runs ``twin/app/entry/app.py``, installed with the package) call
+:func:`main`. Do not pass this file to ``streamlit run``: Streamlit would
+read the ``pages`` folder next to it as a legacy page directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import streamlit as st
+
+from twin.app import data
+
+__all__ = ["PAGES", "PAGES_DIR", "main", "sidebar"]
+
+log = logging.getLogger(__name__)
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+# (file in PAGES_DIR, title, URL path, icon), in menu order; the first is the default page.
+PAGES: tuple[tuple[str, str, str, str], ...] = (
+    ("map.py", "Map", "map", ":material/hub:"),
+    ("device.py", "Device", "device", ":material/devices:"),
+    ("findings.py", "Findings", "findings", ":material/report:"),
+    ("attack_paths.py", "Attack paths", "attack-paths", ":material/route:"),
+    ("simulation.py", "Policy simulation", "simulation", ":material/science:"),
+    ("it_dashboard.py", "IT dashboard", "it", ":material/lan:"),
+    ("biomed_dashboard.py", "Biomed dashboard", "biomed", ":material/medical_services:"),
+)
+
+
+def sidebar() -> data.AppContext | None:
+    """Draw the sidebar (workspace, snapshot, site, counts) and return the chosen snapshot, if any."""
+    with st.sidebar:
+        st.markdown("**iomt-twin**")
+        path = st.text_input(
+            "Workspace",
+            value=data.initial_workspace_path(),
+            key=data.STATE_WORKSPACE,
+            help="Workspace file written by 'twin build SITE_DIR -w WORKSPACE'.",
+        )
+        ctx, snaps, problem = data.resolve_context(path, st.session_state.get(data.STATE_SNAPSHOT))
+        if ctx is None:
+            st.caption(problem or "")
+            return None
+        labels = {r.run_id: f"{r.finished_at} · {r.run_id}" for r in snaps.itertuples(index=False)}
+        run_ids = list(reversed(list(labels)))
+        st.selectbox(
+            "Snapshot",
+            run_ids,
+            index=run_ids.index(ctx.run_id),
+            format_func=labels.get,
+            key=data.STATE_SNAPSHOT,
+            help="Builds in this workspace, newest first.",
+        )
+        st.markdown(f"**Site:** {ctx.site_name}")
+        try:
+            twin = ctx.twin()
+        except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+            log.warning("app: cannot load snapshot %s: %s", ctx.run_id, exc, exc_info=exc)
+            st.error(f"Loading snapshot {ctx.run_id} failed: {exc}")
+            return None
+        cols = st.columns(2)
+        cols[0].metric("Devices", f"{len(twin.devices):,}")
+        cols[1].metric("Segments", f"{len(twin.segments):,}")
+        cols[0].metric("Communications", f"{len(twin.communications):,}")
+        cols[1].metric("Services", f"{len(twin.services):,}")
+        st.caption(f"Store: {data.store_description(path)}")
+    return ctx
+
+
+def main() -> None:
+    """Run one pass of the app: page config, sidebar, then the selected page."""
+    st.set_page_config(page_title="iomt-twin", page_icon=":material/hub:", layout="wide")
+    pages = [
+        st.Page(PAGES_DIR / file, title=title, url_path=url, icon=icon, default=index == 0)
+        for index, (file, title, url, icon) in enumerate(PAGES)
+    ]
+    page = st.navigation(pages)
+    data.set_context(sidebar())
+    try:
+        page.run()
+    except Exception as exc:  # noqa: BLE001 - the user sees a message, the log keeps the traceback
+        log.error("app: page %s failed: %s", page.title, exc, exc_info=exc)
+        st.error(f"The {page.title} page failed: {exc}")
+

@@ -1,0 +1,341 @@
+"""Policy simulation page: edit the site's policy in a table (or upload one) and see what it would change.
+
+The simulator (:func:`twin.policy.simulate.simulate`) evaluates the current
+and the proposed policy against the snapshot's recorded communications and
+the query catalogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+
+from twin.app import data
+from twin.app.widgets import display_frame, parse_selector_text, require_context, selector_text, show_error, show_table
+from twin.exceptions import ConfigError, TwinError
+from twin.model.site import Policy, PolicyRule, ServiceSpec
+from twin.report.writers import render_csv
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "STATE_CARRY_RULES",
+    "policy_to_table",
+    "policy_from_table",
+    "comparison_table",
+    "render",
+]
+
+TABLE_COLUMNS = ["order", "name", "action", "from", "to", "services", "required", "description"]
+
+# Session-state keys: the table's base rows, the editor generation, the last upload, the simulated policy.
+STATE_CARRY_RULES = "simulation-carried-rules"
+STATE_BASE = "simulation-base"
+STATE_GENERATION = "simulation-generation"
+STATE_UPLOAD = "simulation-upload-digest"
+STATE_RESULT_YAML = "simulation-result-yaml"
+STATE_DEFAULTS = "simulation-defaults"
+STATE_NOTICE = "simulation-notice"
+
+# Rows a result section draws (count, default 500). Its CSV download contains every row.
+MAX_SECTION_ROWS = 500
+
+
+def _rule_row(order: int, rule: PolicyRule) -> dict[str, Any]:
+    return {
+        "order": order,
+        "name": rule.name,
+        "action": rule.action,
+        "from": selector_text(rule.from_),
+        "to": selector_text(rule.to),
+        "services": ", ".join(rule.services),
+        "required": bool(rule.required),
+        "description": rule.description,
+    }
+
+
+def policy_to_table(policy: Policy) -> pd.DataFrame:
+    """Return a policy's rules as editable rows: order, name, action, from, to, services, required, description."""
+    rows = [_rule_row(i, rule) for i, rule in enumerate(policy.rules, start=1)]
+    return _typed(pd.DataFrame(rows, columns=TABLE_COLUMNS))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reindex(columns=TABLE_COLUMNS)
+    out = pd.DataFrame(
+        {
+            "order": pd.to_numeric(frame["order"], errors="coerce").astype("Int64"),
+            "required": frame["required"].fillna(False).astype(bool),
+        }
+    )
+    for column in ("name", "action", "from", "to", "services", "description"):
+        out[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return out[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()) or value is pd.NA
+
+
+def policy_from_table(frame: pd.DataFrame, *, default_action: str = "deny", intra_segment: str = "allow") -> Policy:
+    """Build a :class:`Policy` from edited table rows, ordered by the ``order`` column.
+
+    Rows with no name, from, to and services are ignored (a new empty row).
+    Rows without an ``order`` keep their place after the numbered ones.
+
+    Raises
+    ------
+    ConfigError
+        For the first invalid row: the message names the row (1-based, as
+        the table shows it), the rule and the field, and what is expected.
+    """
+    rules: list[tuple[float, int, PolicyRule]] = []
+    for number, row in enumerate(frame.reindex(columns=TABLE_COLUMNS).to_dict("records"), start=1):
+        if all(_blank(row.get(c)) for c in ("name", "from", "to", "services")):
+            continue
+        name = "" if _blank(row.get("name")) else str(row["name"]).strip()
+        where = f"row {number}" + (f" (rule {name!r})" if name else "")
+        if not name:
+            raise ConfigError(f"{where}, field 'name': missing; give every rule a unique name")
+        action = "" if _blank(row.get("action")) else str(row["action"]).strip().lower()
+        if action not in ("allow", "deny"):
+            raise ConfigError(f"{where}, field 'action': invalid value {row.get('action')!r}; expected allow or deny")
+        selectors = {}
+        for field in ("from", "to"):
+            if _blank(row.get(field)):
+                raise ConfigError(f"{where}, field '{field}': missing; write any, internet, KEY:VALUE or a device id")
+            try:
+                selectors[field] = parse_selector_text(str(row[field]))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}, field '{field}': {exc}") from None
+        services = ["any"] if _blank(row.get("services")) else [s.strip() for s in str(row["services"]).split(",") if s.strip()]
+        for text in services:
+            try:
+                ServiceSpec.parse_many(text)
+            except ValueError as exc:
+                raise ConfigError(f"{where}, field 'services': {exc}") from None
+        try:
+            rule = PolicyRule.model_validate(
+                {
+                    "name": name,
+                    "action": action,
+                    "from": selectors["from"],
+                    "to": selectors["to"],
+                    "services": services,
+                    "required": bool(row.get("required")) if not _blank(row.get("required")) else False,
+                    "description": "" if _blank(row.get("description")) else str(row["description"]),
+                }
+            )
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            field = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "rule"
+            raise ConfigError(f"{where}, field '{field}': {problems}") from None
+        order = row.get("order")
+        rank = float(order) if not _blank(order) else float("inf")
+        rules.append((rank, number, rule))
+    rules.sort(key=lambda item: (item[0], item[1]))
+    seen: dict[str, int] = {}
+    for _, number, rule in rules:
+        if rule.name in seen:
+            raise ConfigError(f"row {number}, field 'name': duplicate rule name {rule.name!r} (also row {seen[rule.name]}); rule names must be unique")
+        seen[rule.name] = number
+    return Policy(default_action=default_action, intra_segment=intra_segment, rules=[rule for _, _, rule in rules])
+
+
+def comparison_table(result) -> pd.DataFrame:
+    """Return the current and proposed policy's totals side by side, one row per measure."""
+    flows = result.flows
+    rows = []
+    if not flows.empty:
+        for label, action in (("Communications allowed", "allow"), ("Communications denied (segment violations)", "deny")):
+            rows.append(
+                {
+                    "measure": label,
+                    "current": int((flows["current_action"] == action).sum()),
+                    "proposed": int((flows["proposed_action"] == action).sum()),
+                }
+            )
+    rows.append({"measure": "External exposure allowed", "current": int(result.summary["exposure_before"]), "proposed": int(result.summary["exposure_after"])})
+    paths = result.attack_paths
+    for mode in ("observed", "permitted"):
+        if paths.empty or not (paths["mode"] == mode).any():
+            continue
+        mine = paths[paths["mode"] == mode]
+        rows.append(
+            {
+                "measure": f"Attack-path pairs reachable ({mode})",
+                "current": int(mine["current_hops"].notna().sum()),
+                "proposed": int(mine["proposed_hops"].notna().sum()),
+            }
+        )
+    broken = result.workflows_broken
+    current_broken = int((pd.to_numeric(broken["current_blocked"], errors="coerce").fillna(0) > 0).sum()) if "current_blocked" in broken else None
+    rows.append({"measure": "Required workflows broken", "current": current_broken, "proposed": int(result.summary["workflows_broken"])})
+    table = pd.DataFrame(rows, columns=["measure", "current", "proposed"]).astype({"current": "Int64", "proposed": "Int64"})
+    table["change"] = table["proposed"] - table["current"]
+    return table
+
+
+def _reset(base: pd.DataFrame, defaults: tuple[str, str], notice: str | None = None) -> None:
+    st.session_state[STATE_BASE] = base
+    st.session_state[STATE_DEFAULTS] = defaults
+    st.session_state[STATE_GENERATION] = st.session_state.get(STATE_GENERATION, 0) + 1
+    st.session_state.pop(STATE_RESULT_YAML, None)
+    if notice:
+        st.session_state[STATE_NOTICE] = notice
+
+
+def _load_upload(upload, site) -> None:
+    from twin.policy.simulate import load_policy
+
+    content = upload.getvalue()
+    digest = hashlib.sha256(content).hexdigest()
+    if st.session_state.get(STATE_UPLOAD) == digest:
+        return
+    st.session_state[STATE_UPLOAD] = digest
+    text = content.decode("utf-8", errors="replace")
+    try:
+        policy = load_policy(text, name=upload.name, site=site)
+    except TwinError as exc:
+        st.error(f"{upload.name}: {exc}")
+        return
+    _reset(policy_to_table(policy), (policy.default_action, policy.intra_segment), f"Loaded {len(policy.rules)} rules from {upload.name}.")
+
+
+def _take_carried_rules() -> None:
+    carried = st.session_state.pop(STATE_CARRY_RULES, None)
+    if not carried:
+        return
+    base = st.session_state[STATE_BASE]
+    present = set(base["name"].dropna().astype(str))
+    added = []
+    for rule in carried:
+        if rule["name"] in present:
+            continue
+        added.append({**rule, "services": ", ".join(rule.get("services") or ["any"]), "required": False})
+    table = pd.concat([pd.DataFrame(added, columns=TABLE_COLUMNS), base], ignore_index=True)
+    # Carried deny rules go first, so they decide before any allow rule.
+    table["order"] = range(1, len(table) + 1)
+    _reset(_typed(table), st.session_state[STATE_DEFAULTS], f"Added {len(added)} recommended deny rules from the Attack paths page at the top.")
+
+
+def _section(title: str, frame: pd.DataFrame, key: str, *, error: bool = False) -> None:
+    st.subheader(f"{title} ({len(frame)})")
+    if frame.empty:
+        st.caption("None.")
+        return
+    if error:
+        names = frame["workflow"].nunique() if "workflow" in frame else len(frame)
+        st.error(f"{names} required workflow(s) would break under the proposed policy.")
+    show_table(display_frame(frame, MAX_SECTION_ROWS), hide_index=True, key=f"sim-{key}")
+    st.download_button(f"Download CSV ({len(frame)} rows)", render_csv(frame), file_name=f"{key}.csv", mime="text/csv", key=f"sim-{key}-csv")
+
+
+def _show_result(result, proposed_yaml: str) -> None:
+    summary = result.summary
+    st.header("Result")
+    for warning in result.warnings:
+        st.warning(warning)
+    cols = st.columns(4)
+    cols[0].metric("Newly blocked flows", summary["newly_blocked"])
+    cols[1].metric("Newly allowed flows", summary["newly_allowed"])
+    cols[2].metric("Required workflows broken", summary["workflows_broken"])
+    cols[3].metric("Exposure (before → after)", f"{summary['exposure_before']} → {summary['exposure_after']}", delta=summary["exposure_after"] - summary["exposure_before"], delta_color="inverse")
+    cols = st.columns(4)
+    cols[0].metric("Violations resolved", summary["violations_resolved"])
+    cols[1].metric("Violations introduced", summary["violations_introduced"])
+    cols[2].metric("Attack paths cut", summary["attack_paths_cut"])
+    cols[3].metric("Attack paths opened", summary["attack_paths_opened"])
+    st.subheader("Current and proposed policy")
+    show_table(comparison_table(result), hide_index=True, key="sim-comparison")
+    _section("Required workflows broken", result.workflows_broken, "workflows_broken", error=True)
+    _section("Newly blocked flows", result.newly_blocked, "newly_blocked")
+    _section("Newly allowed flows", result.newly_allowed, "newly_allowed")
+    _section("Violations resolved", result.violations_resolved, "violations_resolved")
+    _section("Violations introduced", result.violations_introduced, "violations_introduced")
+    _section("Attack paths cut", result.attack_paths_cut, "attack_paths_cut")
+    _section("Attack paths opened", result.attack_paths_opened, "attack_paths_opened")
+    st.subheader("External exposure before and after")
+    if result.exposure.empty:
+        st.caption("No external exposure recorded.")
+    else:
+        show_table(display_frame(result.exposure, MAX_SECTION_ROWS), hide_index=True, key="sim-exposure")
+    st.download_button("Download the proposed policy (YAML)", proposed_yaml, file_name="proposed_policy.yaml", mime="application/x-yaml", key="sim-download-policy", type="primary")
+
+
+def render() -> None:
+    """Draw the simulation page."""
+    st.title("Policy simulation")
+    ctx = require_context()
+    try:
+        from twin.policy.simulate import policy_to_yaml
+    except ImportError as exc:
+        show_error("Loading the simulator", exc)
+        return
+    site = ctx.site()
+    if STATE_BASE not in st.session_state or st.session_state.get("simulation-run") != ctx.run_id:
+        st.session_state["simulation-run"] = ctx.run_id
+        _reset(policy_to_table(site.policy), (site.policy.default_action, site.policy.intra_segment))
+    st.caption(
+        "The table starts from the site's policy. Edit, add or delete rows; the order column sets the rule order "
+        "(first match wins). Selectors: any, internet, KEY:VALUE (segment, zone, class, device, criticality, cidr, building; "
+        "| between alternatives, & to combine) or a device id. Services: comma-separated, such as tcp/443, udp/1000-2000, https, dicom."
+    )
+    cols = st.columns([3, 1])
+    upload = cols[0].file_uploader("Or upload a policy YAML (a policy mapping, or a site.yaml)", type=["yaml", "yml"], key="sim-upload")
+    if upload is not None:
+        _load_upload(upload, site)
+    if cols[1].button("Reset to the site's policy", key="sim-reset"):
+        _reset(policy_to_table(site.policy), (site.policy.default_action, site.policy.intra_segment), "Table reset to the site's policy.")
+    _take_carried_rules()
+    notice = st.session_state.pop(STATE_NOTICE, None)
+    if notice:
+        st.info(notice)
+
+    default_action, intra_segment = st.session_state[STATE_DEFAULTS]
+    generation = st.session_state[STATE_GENERATION]
+    cols = st.columns(2)
+    default_action = cols[0].selectbox("Default between segments and to the internet", ["deny", "allow"], index=["deny", "allow"].index(default_action), key=f"sim-default-{generation}")
+    intra_segment = cols[1].selectbox("Default within a segment", ["allow", "deny"], index=["allow", "deny"].index(intra_segment), key=f"sim-intra-{generation}")
+    edited = st.data_editor(
+        st.session_state[STATE_BASE],
+        num_rows="dynamic",
+        hide_index=True,
+        key=f"sim-rules-{generation}",
+        column_config={
+            "order": st.column_config.NumberColumn("order", help="Rules are evaluated in this order; first match wins.", step=1),
+            "name": st.column_config.TextColumn("name", required=True),
+            "action": st.column_config.SelectboxColumn("action", options=["allow", "deny"], required=True),
+            "from": st.column_config.TextColumn("from"),
+            "to": st.column_config.TextColumn("to"),
+            "services": st.column_config.TextColumn("services"),
+            "required": st.column_config.CheckboxColumn("required", help="A required clinical workflow: the simulator reports it when the proposed policy blocks it."),
+            "description": st.column_config.TextColumn("description"),
+        },
+    )
+    try:
+        proposed = policy_from_table(edited, default_action=default_action, intra_segment=intra_segment)
+    except ConfigError as exc:
+        st.error(f"Invalid rule: {exc}")
+        return
+    st.caption(f"Proposed policy: {len(proposed.rules)} rules.")
+    if st.button("Simulate", type="primary", key="sim-run"):
+        st.session_state[STATE_RESULT_YAML] = policy_to_yaml(proposed)
+    proposed_yaml = st.session_state.get(STATE_RESULT_YAML)
+    if proposed_yaml is None:
+        return
+    if proposed_yaml != policy_to_yaml(proposed):
+        st.caption("The table changed since this simulation; press Simulate again to update the result.")
+    try:
+        result = data.run_simulation(ctx.path, ctx.run_id, proposed_yaml)
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        show_error("The simulation", exc)
+        return
+    _show_result(result, proposed_yaml)
+
+
+if __name__ == "__main__":
+    render()

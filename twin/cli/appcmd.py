@@ -1,0 +1,87 @@
+"""``twin app``: start the Streamlit app on the workspace, bound to loopback by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["APP_SCRIPT", "DEFAULT_PORT", "DEFAULT_ADDRESS", "streamlit_command", "register"]
+
+# The Streamlit script `twin app` runs, inside the installed package (the repository's app.py is not installed).
+APP_SCRIPT = Path(__file__).resolve().parent.parent / "app" / "entry" / "app.py"
+
+# Port and address the app listens on (defaults 8501 and 127.0.0.1, loopback only).
+DEFAULT_PORT = 8501
+DEFAULT_ADDRESS = "127.0.0.1"
+
+
+def streamlit_command(port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS) -> list[str]:
+    """Return the command line that starts the app: headless, usage statistics off.
+
+    >>> streamlit_command(8600)[-8:]
+    ['--server.port', '8600', '--server.address', '127.0.0.1', '--server.headless', 'true', '--browser.gatherUsageStats', 'false']
+    """
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_SCRIPT),
+        "--server.port",
+        str(int(port)),
+        "--server.address",
+        address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``twin app`` to the ``twin`` command."""
+    from twin.cli.main import WorkspaceOption, err, out
+    from twin.api import WORKSPACE_ENV, default_workspace
+
+    @app.command("app")
+    def app_command(
+        workspace: Optional[Path] = WorkspaceOption,
+        port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="TCP port the app listens on."),
+        address: str = typer.Option(
+            DEFAULT_ADDRESS,
+            "--address",
+            help="Address the app binds to. The app has no login, so anything but loopback exposes the twin to that network.",
+        ),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the streamlit command and the workspace, and exit."),
+    ) -> None:
+        """Open the twin in the browser: map, devices, findings, attack paths, policy simulation, dashboards."""
+        path = (workspace or default_workspace()).expanduser().resolve()
+        command = streamlit_command(port, address)
+        env = {**os.environ, WORKSPACE_ENV: str(path)}
+        if dry_run:
+            out.print(f"{WORKSPACE_ENV}={shlex.quote(str(path))} {shlex.join(command)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(0)
+        if not _is_loopback(address):
+            err.print(f"warning: binding to {address}: anyone who can reach it sees the twin; the app has no login", highlight=False)
+        if not path.exists():
+            err.print(f"warning: workspace {path} not found; the app will show how to build one ('twin build SITE_DIR -w {path}')", highlight=False)
+        err.print(f"starting the app on http://{address}:{port} (workspace {path}); stop it with Ctrl+C", highlight=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Replace this process, so the app keeps this process id and a signal to it stops the app.
+        os.execve(sys.executable, command, env)
