@@ -136,6 +136,16 @@ class Workspace:
     def choke_points(self, snapshot: str | None = None, **params) -> pd.DataFrame:
         return self.query("choke_points", snapshot, **params)
 
+    def simulate(self, proposed, snapshot: str | None = None, **params):
+        """Simulate a proposed policy against one snapshot (the latest by default).
+
+        ``proposed`` is a :class:`~twin.model.site.Policy`, a YAML file path,
+        YAML text or a mapping; see :func:`twin.policy.simulate.simulate`.
+        """
+        from twin.policy.simulate import simulate
+
+        return simulate(self.twin(snapshot), self.site(snapshot), proposed, **params)
+
     def report_context(self, snapshot: str | None = None):
         """Return the report context of a snapshot: counts, imported files, query descriptions."""
         from twin.report import ImportSummary, ReportContext, TwinCounts, describe_queries
