@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Install the Debian packages that PDF reports and their tests need:
+# Install the Debian packages that the product and its tests need:
 #   chromium       renders report.html to report.pdf (headless --print-to-pdf)
 #   poppler-utils  pdftoppm, used by the PDF test to rasterise page 1
+#   nmap           active scans (`twin discover scan`)
+#   tcpdump        captures in the network-namespace lab tests
+#   iproute2       `ip netns`, veth and bridge for the lab tests
 # Idempotent: installed packages are skipped, and apt-get update runs only when
 # something is missing. Run as root on Debian 12 (bookworm).
 set -euo pipefail
 
-PACKAGES=(chromium poppler-utils)
+PACKAGES=(chromium poppler-utils nmap tcpdump iproute2)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -525,3 +525,11 @@ def schedule_run(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# Commands defined in their own modules; imported last because they use the
+# helpers above.
+from twin.cli import appcmd, discover, simulate  # noqa: E402
+
+for _module in (simulate, appcmd, discover):
+    _module.register(app)

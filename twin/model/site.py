@@ -20,7 +20,11 @@ shorthand strings ``any``, ``internet``, ``segment:ID``, ``zone:NAME``,
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
+import re
+import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +45,16 @@ __all__ = [
     "CRITICALITY_LEVELS",
     "load_site",
     "parse_site",
+    "Discovery",
+    "DoNotProbe",
+    "MaintenanceWindow",
+    "ProbeBudget",
+    "PROBE_KINDS",
+    "FRAGILE_PORTS",
+    "WEEKDAYS",
+    "nmap_script_categories",
+    "normalise_mac_prefix",
+    "parse_duration_s",
 ]
 
 CRITICALITY_LEVELS = ("life_critical", "high", "medium", "low")
@@ -381,12 +395,315 @@ class External(_Strict):
     allowlist: list[str] = Field(default_factory=list)
 
 
+# Probe kinds a budget may list. ``none`` alone means passive only.
+# ``connect`` is a TCP connect scan (nmap -sT) of the budget's TCP ports,
+# never a half-open SYN scan. ``udp`` probes the budget's UDP ports (nmap -sU).
+# ``version`` is nmap -sV --version-light, ``os`` is nmap -O, and ``scripts``
+# runs the budget's NSE scripts. version, os and scripts need ``connect``.
+PROBE_KINDS = ("none", "connect", "udp", "version", "os", "scripts")
+
+# Printer raw-print ports: JetDirect/AppSocket 9100-9107, LPD 515, IPP 631.
+# Printers print whatever bytes reach them there, so no budget may probe them
+# on a printer (rejected at load) and the planner removes them from every
+# budget as a second guard.
+FRAGILE_PORTS = frozenset(range(9100, 9108)) | frozenset({515, 631})
+
+# Device classes whose configured budget may not list FRAGILE_PORTS: printers,
+# and unknown devices because an unknown device may be a printer.
+FRAGILE_PORT_CLASSES = ("printer", "unknown")
+
+# Folders searched, in order, for nmap's script.db (the NSE script index with
+# each script's categories). ``$NMAPDIR`` comes first when set, as in nmap.
+NMAP_DATA_DIRS = ("/usr/local/share/nmap", "/usr/share/nmap")
+
+# NSE categories a budget's script must have, and categories it must not have.
+# ``broadcast`` scripts send to broadcast or multicast addresses and
+# ``external`` scripts query third-party servers, so both would leave the
+# scope even when nmap rates them safe.
+SCRIPT_REQUIRED_CATEGORY = "safe"
+SCRIPT_FORBIDDEN_CATEGORIES = frozenset({"broadcast", "external", "intrusive", "dos", "exploit", "brute", "malware"})
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAY_NAMES = {name: name for name in WEEKDAYS} | {
+    "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
+    "friday": "fri", "saturday": "sat", "sunday": "sun",
+}
+
+# Upper bounds of the budget settings. They catch typos such as a rate with
+# an extra zero; they are not recommendations.
+MAX_RATE_LIMIT = 10000          # packets per second
+MAX_CONNECTIONS_LIMIT = 64      # concurrent probes per target
+MAX_HOST_TIMEOUT_S = 86400      # seconds
+MAX_RETRIES = 10
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)?\s*$")
+_TIME_OF_DAY = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+_MAC_SEPARATORS = re.compile(r"[\s:.\-]")
+
+
+def nmap_script_db() -> Path | None:
+    """Return the path of nmap's ``script.db``, or None when no nmap data folder has one."""
+    folders = [os.environ["NMAPDIR"]] if os.environ.get("NMAPDIR") else []
+    for folder in folders + list(NMAP_DATA_DIRS):
+        path = Path(folder) / "scripts" / "script.db"
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _read_script_db(path: str, mtime: float) -> dict[str, frozenset[str]]:
+    entries: dict[str, frozenset[str]] = {}
+    pattern = re.compile(r'filename\s*=\s*"([^"]+)\.nse"\s*,\s*categories\s*=\s*\{([^}]*)\}')
+    for match in pattern.finditer(Path(path).read_text(encoding="utf-8", errors="replace")):
+        entries[match.group(1)] = frozenset(re.findall(r'"([^"]+)"', match.group(2)))
+    return entries
+
+
+def nmap_script_categories() -> dict[str, frozenset[str]] | None:
+    """Read nmap's script index: script name (without ``.nse``) to its categories.
+
+    Returns None when no ``script.db`` is found (see :data:`NMAP_DATA_DIRS`).
+    """
+    path = nmap_script_db()
+    if path is None:
+        return None
+    return _read_script_db(str(path), path.stat().st_mtime)
+
+
+def normalise_mac_prefix(text: str) -> str:
+    """Return a MAC prefix of 3 to 6 octets as lower-case colon-separated hex.
+
+    Accepts the common spellings: ``00:1A:2B``, ``00-1a-2b``, ``001a2b3c``,
+    ``001a.2b3c``.
+
+    >>> normalise_mac_prefix("001A.2B3C")
+    '00:1a:2b:3c'
+    """
+    digits = _MAC_SEPARATORS.sub("", str(text)).lower()
+    if not re.fullmatch(r"[0-9a-f]+", digits) or len(digits) % 2 or not 6 <= len(digits) <= 12:
+        raise ValueError(
+            f"invalid MAC prefix {text!r}; expected 3 to 6 octets of hex such as 00:1A:2B or 001a2b3c"
+        )
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+
+def parse_duration_s(value: Any) -> int:
+    """Return whole seconds from a number or a string such as ``90``, ``120s``, ``5m`` or ``1h``."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}; expected seconds or a string such as 120s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r}; expected seconds or a string such as 120s, 5m or 1h")
+    number, unit = int(match.group(1)), match.group(2) or "s"
+    seconds = {"ms": number / 1000, "s": number, "m": number * 60, "h": number * 3600}[unit]
+    return max(1, int(seconds)) if number else 0
+
+
+class DoNotProbe(_Strict):
+    """Devices that no active probe may touch, whatever their budget allows."""
+
+    addresses: list[str] = Field(default_factory=list, description="Addresses or prefixes.")
+    mac_prefixes: list[str] = Field(default_factory=list, description="MAC prefixes of 3 to 6 octets, any common spelling.")
+    classes: list[str] = Field(default_factory=list, description="Device classes.")
+
+    @field_validator("addresses", "mac_prefixes", "classes", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [str(v) for v in _as_list(value)]
+
+    @field_validator("addresses")
+    @classmethod
+    def _check_addresses(cls, value: list[str]) -> list[str]:
+        return [_check_network(text, "10.20.4.10 or 10.20.9.0/24") for text in value]
+
+    @field_validator("mac_prefixes")
+    @classmethod
+    def _check_macs(cls, value: list[str]) -> list[str]:
+        return [normalise_mac_prefix(text) for text in value]
+
+    @field_validator("classes")
+    @classmethod
+    def _check_do_not_probe_classes(cls, value: list[str]) -> list[str]:
+        return _check_classes(value)
+
+
+def _time_of_day(value: Any) -> str:
+    # PyYAML reads an unquoted 01:30 as the base-60 integer 90 (YAML 1.1), so
+    # integers are taken as minutes since midnight.
+    if isinstance(value, int) and not isinstance(value, bool):
+        hour, minute = divmod(value, 60)
+    else:
+        match = _TIME_OF_DAY.match(str(value))
+        if not match:
+            raise ValueError(f"invalid time {value!r}; expected HH:MM such as \"01:00\" (quote it in YAML)")
+        hour, minute = int(match.group(1)), int(match.group(2))
+    if not (0 <= hour <= 24 and 0 <= minute <= 59) or (hour == 24 and minute):
+        raise ValueError(f"invalid time {value!r}; expected 00:00 to 24:00")
+    return f"{hour:02d}:{minute:02d}"
+
+
+class MaintenanceWindow(_Strict):
+    """A weekly time range, in the site's timezone, in which active scans may start.
+
+    ``days`` are the days the window starts on. An ``end`` earlier than
+    ``start`` crosses midnight into the next day; ``24:00`` is the end of the day.
+    """
+
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+    start: str
+    end: str
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _check_days(cls, value: Any) -> Any:
+        days = []
+        for day in _as_list(value):
+            name = _WEEKDAY_NAMES.get(str(day).strip().lower())
+            if name is None:
+                raise ValueError(f"invalid day {day!r}; expected one of {', '.join(WEEKDAYS)}")
+            days.append(name)
+        if not days:
+            raise ValueError(f"empty days; list at least one of {', '.join(WEEKDAYS)} or leave days out for every day")
+        return days
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _check_time(cls, value: Any) -> str:
+        return _time_of_day(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "MaintenanceWindow":
+        if self.start == self.end or (self.start, self.end) == ("24:00", "00:00"):
+            raise ValueError(
+                f"empty maintenance window {self.start}-{self.end}; for a whole day use start 00:00 and end 24:00"
+            )
+        if self.start == "24:00":
+            raise ValueError("invalid start 24:00; a window starts at 00:00 to 23:59")
+        return self
+
+
+class ProbeBudget(_Strict):
+    """Probe budget of one device class; unset keys keep the built-in default of that class."""
+
+    probes: list[str] | None = None
+    ports: list[str] | None = None
+    scripts: list[str] | None = None
+    max_rate: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT, description="Packets per second (nmap --max-rate).")
+    max_connections: int | None = Field(
+        default=None, ge=1, le=MAX_CONNECTIONS_LIMIT, description="Concurrent probes per target (nmap --max-parallelism)."
+    )
+    host_timeout: int | None = Field(
+        default=None, ge=1, le=MAX_HOST_TIMEOUT_S, description="Seconds per target before nmap gives up (nmap --host-timeout)."
+    )
+    retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES, description="Probe retransmissions (nmap --max-retries).")
+
+    @field_validator("probes", "ports", "scripts", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return [str(v).strip() for v in _as_list(value)]
+
+    @field_validator("host_timeout", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return parse_duration_s(value)
+
+    @field_validator("probes")
+    @classmethod
+    def _check_probes(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for kind in value:
+            if kind not in PROBE_KINDS:
+                raise ValueError(f"unknown probe {kind!r}; valid: {', '.join(PROBE_KINDS)}")
+        if "none" in value and len(value) > 1:
+            raise ValueError(f"probe 'none' means passive only and must be alone, got {value}")
+        if not value:
+            raise ValueError("empty probes; write [none] for passive only")
+        needs_connect = [kind for kind in ("version", "os", "scripts") if kind in value]
+        if needs_connect and "connect" not in value:
+            raise ValueError(f"probes {', '.join(needs_connect)} need 'connect' in the same list, got {value}")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for text in value:
+            for spec in ServiceSpec.parse_many(text):
+                if spec.proto not in ("tcp", "udp"):
+                    raise ValueError(f"invalid port {text!r}; a budget probes tcp or udp ports, such as tcp/22, udp/161 or ssh")
+        return value
+
+    @field_validator("scripts")
+    @classmethod
+    def _check_scripts(cls, value: list[str] | None) -> list[str] | None:
+        if not value:
+            return value
+        categories = nmap_script_categories()
+        if categories is None:
+            raise ValueError(
+                "scripts cannot be checked because nmap's script.db was not found in $NMAPDIR or "
+                f"{', '.join(NMAP_DATA_DIRS)}; install nmap or remove the scripts"
+            )
+        for name in value:
+            name = name.removesuffix(".nse")
+            if name not in categories:
+                raise ValueError(f"unknown nmap script {name!r}; expected a script name listed in nmap's script.db")
+            found = categories[name]
+            forbidden = sorted(found & SCRIPT_FORBIDDEN_CATEGORIES)
+            if SCRIPT_REQUIRED_CATEGORY not in found or forbidden:
+                raise ValueError(
+                    f"nmap script {name!r} has categories {', '.join(sorted(found))}; a budget may run only scripts "
+                    f"in the '{SCRIPT_REQUIRED_CATEGORY}' category and in none of {', '.join(sorted(SCRIPT_FORBIDDEN_CATEGORIES))}"
+                )
+        return [name.removesuffix(".nse") for name in value]
+
+    @model_validator(mode="after")
+    def _scripts_need_probe(self) -> "ProbeBudget":
+        listed = bool(self.scripts)
+        enabled = "scripts" in (self.probes or [])
+        if listed and not enabled:
+            raise ValueError("scripts are listed but probes has no 'scripts'; add scripts (and connect) to probes")
+        if enabled and not listed:
+            raise ValueError("probes has 'scripts' but no scripts are listed; add scripts: [NAME, ...]")
+        return self
+
+
 class Discovery(_Strict):
-    """Active discovery scope. An empty scope means no active discovery."""
+    """Active discovery: scope, do-not-probe list, maintenance windows and probe budgets.
+
+    An empty scope means no active discovery.
+    """
 
     scopes: list[str] = Field(default_factory=list)
     allow_public: bool = False
     exclude: list[str] = Field(default_factory=list)
+    do_not_probe: DoNotProbe = Field(default_factory=DoNotProbe)
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    budgets: dict[str, ProbeBudget] = Field(default_factory=dict)
+
+    @field_validator("scopes", "exclude", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [str(v) for v in _as_list(value)]
+
+    @field_validator("scopes", "exclude")
+    @classmethod
+    def _check_prefixes(cls, value: list[str]) -> list[str]:
+        return [_check_network(text, "10.20.0.0/16") for text in value]
+
+    @field_validator("budgets")
+    @classmethod
+    def _check_budget_classes(cls, value: dict[str, ProbeBudget]) -> dict[str, ProbeBudget]:
+        return dict(zip(_check_classes(list(value)), value.values()))
 
 
 class Inventory(_Strict):
@@ -476,6 +793,15 @@ class SiteInfo(_Strict):
     timezone: str = "UTC"
     description: str = ""
 
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; expected an IANA name such as UTC or Europe/Berlin") from None
+        return value
+
 
 class SiteConfig(_Strict):
     """A whole site configuration file."""
@@ -547,6 +873,28 @@ def _reference_errors(config: SiteConfig) -> list[tuple[tuple, str]]:
         for name in selector.segment:
             if name not in seen:
                 errors.append((path, f"names segment {name!r}, which is not defined; known: {known}"))
+    errors.extend(_fragile_port_errors(config.discovery))
+    return errors
+
+
+def _fragile_port_errors(discovery: Discovery) -> list[tuple[tuple, str]]:
+    """Return (YAML path, message) for each printer or unknown budget port that covers a FRAGILE_PORTS port."""
+    errors: list[tuple[tuple, str]] = []
+    for device_class in FRAGILE_PORT_CLASSES:
+        budget = discovery.budgets.get(device_class)
+        if budget is None or budget.ports is None:
+            continue
+        for index, text in enumerate(budget.ports):
+            hits = sorted(
+                port for spec in ServiceSpec.parse_many(text) for port in FRAGILE_PORTS if spec.port_min <= port <= spec.port_max
+            )
+            if hits:
+                errors.append((
+                    ("discovery", "budgets", device_class, "ports", index),
+                    f"port {text!r} covers {', '.join(map(str, hits))}, which the {device_class} budget may not probe "
+                    "because printers print what reaches their raw-print ports (9100-9107, 515, 631); "
+                    "remove them or split the range around them",
+                ))
     return errors
 
 

@@ -1,0 +1,267 @@
+"""The nmap runner: nmap missing, the command line, damaged XML, killed and timed-out nmap.
+
+Scans here reach 127.0.0.1 at most: the site scope is 127.0.0.1/32, and the
+only listener is a socket this test opens on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from twin.discovery import active
+from twin.discovery.active import GroupResult, NmapNotFound, ScanRejected, build_argv, find_nmap, run_plan
+from twin.exceptions import ScopeError
+from twin.model.site import parse_site
+
+pytestmark = pytest.mark.timeout(120)
+
+WARD_SCAN = Path(__file__).resolve().parents[1] / "data" / "nmap" / "ward_scan.xml"
+NMAP = shutil.which("nmap")
+needs_nmap = pytest.mark.skipif(NMAP is None, reason="nmap is not installed (apt-get install nmap)")
+
+
+def loopback_site(tmp_path: Path, ports: str, *, window: str = "", rate: int = 100, host_timeout: str = "60s"):
+    """A site whose only scope is 127.0.0.1 and whose unknown budget probes ``ports``."""
+    text = f"""
+site: {{name: Loopback, timezone: UTC}}
+discovery:
+  scopes: [127.0.0.1/32]
+  budgets:
+    unknown: {{probes: [connect], ports: [{ports}], max_rate: {rate}, max_connections: 1, host_timeout: {host_timeout}}}
+{window}
+"""
+    path = tmp_path / "site" / "site.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return parse_site(text, str(path)), path.parent
+
+
+def plan_for(site):
+    from twin.discovery.plan import plan_scan
+
+    return plan_scan(None, site, targets=["127.0.0.1"])
+
+
+@pytest.fixture
+def listener():
+    """A TCP socket listening on 127.0.0.1 that accepts and closes connections."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    stop = threading.Event()
+
+    def serve():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join(timeout=2)
+    sock.close()
+
+
+# --------------------------------------------------------------------------
+# nmap missing
+
+
+def test_find_nmap_missing_binary():
+    with pytest.raises(NmapNotFound) as info:
+        find_nmap("/nonexistent/nmap")
+    message = str(info.value)
+    assert "nmap was not found at /nonexistent/nmap" in message
+    assert "apt-get install nmap" in message
+    assert "--nmap PATH" in message
+
+
+def test_find_nmap_empty_path(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(NmapNotFound) as info:
+        find_nmap()
+    assert str(info.value) == "nmap was not found on PATH; install it with `apt-get install nmap` or pass --nmap PATH"
+
+
+@needs_nmap
+def test_find_nmap_reads_version():
+    printed = subprocess.run([NMAP, "--version"], capture_output=True, text=True, timeout=30).stdout
+    expected = re.search(r"Nmap version (\d+\.\d+)", printed).group(1)
+    assert find_nmap() == active.NmapInfo(path=NMAP, version=expected)
+
+
+@needs_nmap
+def test_run_plan_nmap_missing_sends_nothing(tmp_path):
+    site, site_dir = loopback_site(tmp_path, "tcp/22")
+    with pytest.raises(NmapNotFound):
+        run_plan(plan_for(site), site, site_dir, nmap_path=tmp_path / "no-nmap")
+    assert not (site_dir / "nmap").exists()
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def test_build_argv_order():
+    argv = build_argv("/usr/bin/nmap", ["-n", "-Pn", "-sT", "-p", "T:22"], "/tmp/g.xml", ["10.0.0.1", "10.0.0.2"])
+    assert argv == ["/usr/bin/nmap", "-n", "-Pn", "-sT", "-p", "T:22", "-oX", "/tmp/g.xml", "10.0.0.1", "10.0.0.2"]
+
+
+@pytest.mark.parametrize("bad", ["-iL", "-iR", "-oN", "-oA", "--resume", "--excludefile", "-oXfile.xml", "--datadir=/tmp"])
+def test_build_argv_rejects_target_and_output_options(bad):
+    with pytest.raises(ScanRejected) as info:
+        build_argv("nmap", ["-n", "-Pn", bad, "x"], "/tmp/g.xml", ["10.0.0.1"])
+    assert repr(bad) in str(info.value)
+
+
+def test_build_argv_requires_no_dns_no_ping():
+    with pytest.raises(ScanRejected) as info:
+        build_argv("nmap", ["-sT", "-p", "T:22"], "/tmp/g.xml", ["10.0.0.1"])
+    assert "expected ['-n', '-Pn']" in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# Damaged XML from a group
+
+
+def group_for(xml: Path, reason: str = "") -> GroupResult:
+    return GroupResult(index=1, budget="workstation", targets=["10.40.1.2"], argv=[], xml=str(xml), timeout_s=60, reason=reason)
+
+
+def test_cut_off_xml_keeps_finished_hosts(tmp_path):
+    data = WARD_SCAN.read_bytes()
+    # A control byte and invalid UTF-8 inside the first host's service banner,
+    # and the file cut off inside the second host, as when nmap is killed.
+    data = data.replace(b'product="lighttpd"', b'product="light\x01tpd\xff"', 1)
+    second_host = data.index(b"<host", data.index(b"</host>"))
+    cut = data[: second_host + 40]
+    xml = tmp_path / "g01-workstation.xml"
+    xml.write_bytes(cut)
+
+    group = group_for(xml)
+    active._import_group(group, __import__("twin.discovery.scan", fromlist=["scan"]))
+
+    expected_hosts = cut.count(b"</host>")
+    assert group.complete is False
+    assert group.reason == "XML file is cut off (no closing </nmaprun>)"
+    assert group.hosts_in_xml == expected_hosts
+    assert any("byte 0x01 is not allowed in XML" in issue for issue in group.issues)
+    assert any("byte 0xff is not allowed in XML" in issue for issue in group.issues)
+    assert any("XML breaks off" in issue for issue in group.issues)
+
+
+def test_whole_xml_is_complete(tmp_path):
+    xml = tmp_path / "g01.xml"
+    xml.write_bytes(WARD_SCAN.read_bytes())
+    group = group_for(xml)
+    active._import_group(group, __import__("twin.discovery.scan", fromlist=["scan"]))
+    assert (group.complete, group.reason, group.hosts_in_xml, group.issues) == (True, "", 4, [])
+
+
+def test_empty_xml_is_incomplete_and_removed(tmp_path):
+    xml = tmp_path / "g01.xml"
+    xml.write_bytes(b"")
+    group = group_for(xml, reason="nmap was killed by SIGKILL")
+    active._import_group(group, __import__("twin.discovery.scan", fromlist=["scan"]))
+    assert (group.complete, group.reason, xml.exists()) == (False, "nmap was killed by SIGKILL", False)
+
+
+def test_xml_without_nmaprun_is_incomplete(tmp_path):
+    xml = tmp_path / "g01.xml"
+    xml.write_bytes(b"<?xml version='1.0'?><other/>")
+    group = group_for(xml)
+    active._import_group(group, __import__("twin.discovery.scan", fromlist=["scan"]))
+    assert group.complete is False
+    assert "no <nmaprun> element" in group.reason
+
+
+# --------------------------------------------------------------------------
+# Real nmap against 127.0.0.1
+
+
+@needs_nmap
+def test_run_plan_complete_on_loopback(tmp_path, listener):
+    site, site_dir = loopback_site(tmp_path, f"tcp/{listener}")
+    run = run_plan(plan_for(site), site, site_dir)
+
+    assert run.complete is True
+    assert [(g.complete, g.reason, g.exit_status, g.hosts_up, g.services) for g in run.groups] == [(True, "", 0, 1, 1)]
+    group = run.groups[0]
+    assert group.argv[-3:] == ["-oX", group.xml, "127.0.0.1"]
+    assert Path(group.xml).parent == site_dir / "nmap" / "active" / run.run_id
+    manifest = json.loads(run.manifest.read_text())
+    assert manifest["complete"] is True
+    assert manifest["groups"][0]["argv"] == group.argv
+    assert manifest["groups"][0]["targets"] == ["127.0.0.1"]
+
+
+@needs_nmap
+def test_run_plan_killed_nmap_is_incomplete(tmp_path):
+    # 55,536 TCP ports at 50 packets per second take about 18 minutes: the
+    # scan is still running when it is killed one second after it started.
+    site, site_dir = loopback_site(tmp_path, "tcp/10000-65535", rate=50, host_timeout="30m")
+    killers = []
+
+    def kill_soon(group):
+        timer = threading.Timer(1.0, os.kill, (group.pid, signal.SIGKILL))
+        timer.start()
+        killers.append(timer)
+
+    run = run_plan(plan_for(site), site, site_dir, on_group_start=kill_soon)
+    for timer in killers:
+        timer.join()
+
+    group = run.groups[0]
+    assert (run.complete, group.complete, group.exit_status) == (False, False, -signal.SIGKILL)
+    assert group.reason == "nmap was killed by SIGKILL"
+    assert Path(group.xml).is_file(), "the partial XML is kept"
+    manifest = json.loads(run.manifest.read_text())
+    assert (manifest["complete"], manifest["groups"][0]["reason"]) == (False, "nmap was killed by SIGKILL")
+
+
+@needs_nmap
+def test_run_plan_timeout_stops_nmap(tmp_path):
+    site, site_dir = loopback_site(tmp_path, "tcp/10000-65535", rate=50, host_timeout="30m")
+    run = run_plan(plan_for(site), site, site_dir, timeout_s=1.0)
+    group = run.groups[0]
+    assert (group.complete, group.reason) == (False, "timed out after 1 s; nmap was stopped")
+    with pytest.raises(ProcessLookupError):
+        os.kill(group.pid, 0)
+
+
+@needs_nmap
+def test_run_plan_closed_window_refuses(tmp_path):
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%a").lower()
+    window = f"  maintenance_windows:\n    - {{days: [{tomorrow}], start: '01:00', end: '02:00'}}\n"
+    site, site_dir = loopback_site(tmp_path, "tcp/22", window=window)
+    with pytest.raises(ScanRejected) as info:
+        run_plan(plan_for(site), site, site_dir)
+    assert "maintenance window is closed" in str(info.value)
+    assert not (site_dir / "nmap").exists()
+
+
+@needs_nmap
+def test_run_plan_rechecks_scope(tmp_path):
+    site, site_dir = loopback_site(tmp_path, "tcp/22")
+    plan = plan_for(site)
+    plan.groups[0].targets.append("10.1.2.3")  # a target that bypassed the planner
+    with pytest.raises(ScopeError) as info:
+        run_plan(plan, site, site_dir)
+    assert "10.1.2.3" in str(info.value)
+    assert not (site_dir / "nmap").exists()

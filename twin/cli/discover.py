@@ -1,0 +1,147 @@
+"""``twin discover``: active discovery commands (``twin discover scan`` runs nmap).
+
+``twin discover scan`` plans a scan from the site configuration and the
+device classes recorded in the latest twin, prints the plan with ``--dry-run`` (sending
+nothing), or runs it with nmap and writes the XML beside the site's other
+discovery files.
+
+Exit codes: 0 the scan ran completely (or the dry run was printed); 1 the scan
+was refused (maintenance window closed, target out of scope, nmap missing,
+invalid site configuration) or a group ended incomplete, after keeping its
+results; 2 invalid command-line usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from twin.cli.main import EXIT_ERROR, WorkspaceOption, _fail, _workspace, err, out
+from twin.exceptions import StoreError, TwinError
+
+__all__ = ["discover_app", "register", "scan"]
+
+discover_app = typer.Typer(help="Active discovery: scan the site's scope within its probe budgets.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``discover`` command group to the ``twin`` app."""
+    app.add_typer(discover_app, name="discover")
+
+
+def _latest_twin(workspace: Optional[Path], site_name: str):
+    """Return the latest snapshot's twin for the site, or None (every address is then unknown)."""
+    ws = _workspace(workspace)
+    if not ws.path.exists():
+        err.print(f"note: workspace {ws.path} does not exist; every address is classed unknown", highlight=False)
+        return None
+    try:
+        snapshots = ws.snapshots()
+        if snapshots.empty:
+            err.print(f"note: workspace {ws.path} holds no snapshot; every address is classed unknown", highlight=False)
+            return None
+        latest = snapshots.iloc[-1]
+        if latest["site"] != site_name:
+            err.print(
+                f"note: the latest snapshot in {ws.path} is of site {latest['site']!r}, not {site_name!r}; "
+                "every address is classed unknown (build the site first)",
+                highlight=False,
+            )
+            return None
+        return ws.twin(str(latest["run_id"]))
+    except StoreError as exc:
+        err.print(f"note: cannot read workspace {ws.path} ({exc}); every address is classed unknown", highlight=False)
+        return None
+
+
+@discover_app.command("scan")
+def scan(
+    site_dir: Path = typer.Option(..., "--site", exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml."),
+    workspace: Optional[Path] = WorkspaceOption,
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Address, CIDR or host name to scan (repeatable). Default: the site's discovery scopes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every probe the scan would send and exit without sending anything."),
+    allow_public: bool = typer.Option(False, "--allow-public", help="Allow public addresses; the site must also set discovery.allow_public."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the scan results. Default: SITE/nmap/active, which 'twin build' reads."),
+    nmap_path: Optional[str] = typer.Option(None, "--nmap", help="nmap binary. Default: nmap on PATH."),
+    build_after: bool = typer.Option(False, "--build", help="Build the site into the workspace right after the scan."),
+) -> None:
+    """Scan the site's scope with nmap within each device class's probe budget."""
+    from twin.discovery.active import describe_pacing, run_plan
+    from twin.discovery.plan import plan_scan, render_dry_run
+    from twin.model.site import load_site
+
+    try:
+        site = load_site(site_dir)
+        twin = _latest_twin(workspace, site.site.name)
+        plan = plan_scan(twin, site, targets=target or None, allow_public=allow_public)
+    except TwinError as exc:
+        _fail(exc)
+
+    if dry_run:
+        out.print(render_dry_run(plan), highlight=False, markup=False)
+        for line in describe_pacing(plan):
+            out.print(line, highlight=False, markup=False)
+        raise typer.Exit(0)
+
+    for warning in plan.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+    if not plan.groups:
+        err.print("nothing to scan: every target is skipped (see --dry-run for the reasons)", highlight=False)
+        raise typer.Exit(0)
+    if out_dir is not None and site_dir.resolve() not in out_dir.resolve().parents:
+        err.print(f"note: {out_dir} is outside the site folder, so 'twin build' will not read these results", highlight=False)
+
+    def started(group) -> None:
+        err.print(
+            f"group {group.index} ({group.budget}): nmap pid {group.pid} scanning {len(group.targets)} target(s)",
+            highlight=False,
+        )
+
+    def finished(group) -> None:
+        state = "complete" if group.complete else f"INCOMPLETE: {group.reason}"
+        out.print(
+            f"group {group.index} ({group.budget}): {state}; {group.hosts_up} hosts up, {group.services} services "
+            f"-> {group.xml}",
+            highlight=False,
+            markup=False,
+        )
+        for issue in group.issues[:5]:
+            err.print(f"  {issue}", highlight=False, markup=False)
+        if len(group.issues) > 5:
+            err.print(f"  ... and {len(group.issues) - 5} more issues (listed in the manifest)", highlight=False)
+
+    try:
+        run = run_plan(
+            plan,
+            site,
+            site_dir,
+            nmap_path=nmap_path,
+            output_dir=out_dir,
+            allow_public=allow_public,
+            on_group_start=started,
+            on_group_end=finished,
+        )
+    except TwinError as exc:
+        _fail(exc)
+
+    for group in run.groups:
+        if group.pid is None:
+            out.print(f"group {group.index} ({group.budget}): INCOMPLETE: {group.reason}", highlight=False, markup=False)
+    out.print(f"scan {run.run_id}: {'complete' if run.complete else 'incomplete'}; manifest {run.manifest}", highlight=False)
+
+    if build_after:
+        ws = _workspace(workspace)
+        try:
+            result = ws.build(site_dir)
+        except TwinError as exc:
+            _fail(exc)
+        out.print(
+            f"snapshot {result.run_id}: {result.stats.get('devices', 0)} devices, "
+            f"{result.stats.get('services', 0)} services -> {result.workspace}",
+            highlight=False,
+        )
+    if not run.complete:
+        err.print("error: the scan is incomplete; the partial results were kept (see the manifest)", highlight=False)
+        raise typer.Exit(EXIT_ERROR)

@@ -1,0 +1,599 @@
+"""Scan planner: which address gets which probes, and the dry run that lists them.
+
+:func:`plan_scan` turns a site and its twin into a :class:`ScanPlan`:
+
+1. every target goes through the site's :class:`~twin.discovery.scope.ScopeGuard`;
+2. each allowed address takes the device class the twin stores for it (from
+   inventory, SNMP and flows), or ``unknown`` when the twin has no device
+   with that address;
+3. the do-not-probe list (addresses, MAC prefixes, classes) and passive
+   budgets skip a device, with the reason;
+4. the remaining addresses are grouped by budget, one nmap argument list per
+   group.
+
+The planner sends nothing. :func:`render_dry_run` prints every probe of a plan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterable
+from zoneinfo import ZoneInfo
+
+from twin.discovery.budget import UNKNOWN_CLASS, Budget, budget_for, budgets_for
+from twin.discovery.scope import MAX_TARGETS, Address, OutOfScope, ScopeGuard, guard_for, parse_target
+from twin.model.site import WEEKDAYS, MaintenanceWindow, SiteConfig
+from twin.model.twin import Twin
+
+__all__ = [
+    "Probe",
+    "ScanGroup",
+    "Skip",
+    "ScanPlan",
+    "WindowCheck",
+    "check_window",
+    "nmap_arguments",
+    "plan_scan",
+    "render_dry_run",
+]
+
+log = logging.getLogger(__name__)
+
+# Probe kinds that send packets to one listed port; the others (version, os,
+# scripts) are one dry-run line per target.
+PORT_PROBE_KINDS = ("connect", "udp")
+
+# Targets listed after the nmap arguments of each group in the dry run
+# (default 20); the full list is in the probe lines.
+DRY_RUN_LISTED_TARGETS = 20
+
+
+@dataclass
+class Probe:
+    """One line of the dry run: a probe kind sent to one target (and port)."""
+
+    target: str
+    device_id: str | None
+    device_class: str
+    proto: str
+    port: int | None
+    kind: str
+
+
+@dataclass
+class ScanGroup:
+    """Targets that share one budget, and the nmap arguments for them.
+
+    ``nmap_args`` excludes the targets and the output options; it always
+    starts with ``-n -Pn`` (no DNS, no host discovery).
+    """
+
+    budget: Budget
+    targets: list[str]
+    nmap_args: list[str]
+
+
+@dataclass
+class Skip:
+    """A target (an address, or a prefix summarising many) that the plan does not probe, and why."""
+
+    target: str
+    device_id: str | None
+    device_class: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """Whether a scan may start now under the site's maintenance windows.
+
+    Attributes
+    ----------
+    open : bool
+        True when a window is open now, or when no window is configured.
+    reason : str
+        The decision in words, with the times in the site's timezone.
+    next_start : datetime or None
+        Start of the next window when closed (None when open or unconfigured).
+    closes : datetime or None
+        End of the open window (None when closed or unconfigured).
+    configured : bool
+        False when the site configures no maintenance window at all.
+    """
+
+    open: bool
+    reason: str
+    next_start: datetime | None = None
+    closes: datetime | None = None
+    configured: bool = True
+
+
+@dataclass
+class ScanPlan:
+    """Everything a scan would send, what it skips and why, and the window state."""
+
+    site: str
+    created: datetime
+    groups: list[ScanGroup]
+    probes: list[Probe]
+    skipped: list[Skip]
+    window: WindowCheck
+    warnings: list[str] = field(default_factory=list)
+
+    def probe_set(self) -> set[tuple[str, str, int]]:
+        """Return ``(target, proto, port)`` of every port probe (connect and udp) in the plan."""
+        return {(p.target, p.proto, p.port) for p in self.probes if p.kind in PORT_PROBE_KINDS and p.port is not None}
+
+    def targets(self) -> list[str]:
+        """Return every planned target, in group order."""
+        return [target for group in self.groups for target in group.targets]
+
+
+# -- maintenance windows ---------------------------------------------------
+
+
+def _window_bounds(day: date, window: MaintenanceWindow, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    start_h, start_m = map(int, window.start.split(":"))
+    end_h, end_m = map(int, window.end.split(":"))
+    start = datetime.combine(day, time(start_h, start_m), tzinfo=tz)
+    if (end_h, end_m) == (24, 0):
+        end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=tz)
+    elif (end_h, end_m) <= (start_h, start_m):
+        end = datetime.combine(day + timedelta(days=1), time(end_h, end_m), tzinfo=tz)
+    else:
+        end = datetime.combine(day, time(end_h, end_m), tzinfo=tz)
+    return start, end
+
+
+def _describe_window(window: MaintenanceWindow) -> str:
+    days = "every day" if len(window.days) == len(WEEKDAYS) else ",".join(window.days)
+    return f"{days} {window.start}-{window.end}"
+
+
+def check_window(site: SiteConfig, now: datetime | None = None) -> WindowCheck:
+    """Decide whether a scan may start at ``now`` under the site's maintenance windows.
+
+    Parameters
+    ----------
+    site : SiteConfig
+        Its ``discovery.maintenance_windows`` are read in ``site.timezone``.
+    now : datetime, optional
+        Defaults to the current time; a naive datetime is taken as UTC.
+
+    Returns
+    -------
+    WindowCheck
+        Open when ``now`` lies in a window (``start <= now < end``, wall
+        clock time of the site's timezone), or when no window is configured.
+
+    Notes
+    -----
+    A window belongs to the day it starts on, so ``{days: [sat], start:
+    "22:00", end: "02:00"}`` is open from Saturday 22:00 to Sunday 02:00.
+    """
+    tz = ZoneInfo(site.site.timezone)
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    local = now.astimezone(tz)
+    windows = site.discovery.maintenance_windows
+    if not windows:
+        return WindowCheck(
+            True, "no maintenance window is configured, so scans may start at any time", configured=False
+        )
+    for window in windows:
+        for offset in (-1, 0):
+            day = local.date() + timedelta(days=offset)
+            if WEEKDAYS[day.weekday()] not in window.days:
+                continue
+            start, end = _window_bounds(day, window, tz)
+            if start <= local < end:
+                return WindowCheck(
+                    True,
+                    f"inside maintenance window {_describe_window(window)} ({site.site.timezone}) until {end.isoformat()}",
+                    closes=end,
+                )
+    starts = []
+    for window in windows:
+        for offset in range(0, 8):
+            day = local.date() + timedelta(days=offset)
+            if WEEKDAYS[day.weekday()] in window.days:
+                start, _ = _window_bounds(day, window, tz)
+                if start > local:
+                    starts.append(start)
+    next_start = min(starts) if starts else None
+    listed = "; ".join(_describe_window(w) for w in windows)
+    return WindowCheck(
+        False,
+        f"it is {local.strftime('%a %H:%M')} in {site.site.timezone}, outside every maintenance window ({listed}); "
+        f"the next one opens {next_start.isoformat() if next_start else 'never'}",
+        next_start=next_start,
+    )
+
+
+# -- nmap arguments --------------------------------------------------------
+
+
+def _port_ranges(ports: Iterable[int]) -> str:
+    """Join sorted ports, runs as ranges: ``22,80,8000-8080``."""
+    parts: list[str] = []
+    run: list[int] = []
+    for port in sorted(ports):
+        if run and port == run[-1] + 1:
+            run.append(port)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [port]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+def nmap_arguments(budget: Budget) -> list[str]:
+    """Build the nmap arguments of one budget, without targets and output options.
+
+    >>> from twin.discovery.budget import DEFAULT_BUDGETS
+    >>> " ".join(nmap_arguments(DEFAULT_BUDGETS["unknown"]))
+    '-n -Pn -sT -p T:22,80,443 --max-rate 10 --max-parallelism 1 --max-hostgroup 1 --host-timeout 60s --max-retries 1'
+    """
+    args = ["-n", "-Pn"]
+    ports = []
+    if budget.tcp_ports:
+        args.append("-sT")
+        ports.append("T:" + _port_ranges(budget.tcp_ports))
+    if budget.udp_ports:
+        args.append("-sU")
+        ports.append("U:" + _port_ranges(budget.udp_ports))
+    args += ["-p", ",".join(ports)]
+    args += [
+        "--max-rate", str(budget.max_rate),
+        "--max-parallelism", str(budget.max_connections),
+        "--max-hostgroup", "1",
+        "--host-timeout", f"{budget.host_timeout_s}s",
+        "--max-retries", str(budget.retries),
+    ]
+    if "version" in budget.probes:
+        args += ["-sV", "--version-light"]
+    if "os" in budget.probes:
+        args.append("-O")
+    if "scripts" in budget.probes and budget.scripts:
+        args += ["--script", ",".join(budget.scripts)]
+    return args
+
+
+# -- planning --------------------------------------------------------------
+
+
+@dataclass
+class _Device:
+    device_id: str
+    device_class: str
+    macs: list[str]
+    ips: list[str]
+
+
+@dataclass
+class _Decision:
+    device_id: str | None
+    device_class: str
+    budget: Budget | None
+    reason: str | None
+
+
+def _sort_key(address: Address) -> tuple[int, int]:
+    return (address.version, int(address))
+
+
+def _device_index(twin: Twin | None) -> dict[Address, list[_Device]]:
+    """Map each address of the twin's devices to the devices that hold it."""
+    index: dict[Address, list[_Device]] = {}
+    if twin is None or twin.devices.empty:
+        return index
+    for row in twin.devices.itertuples(index=False):
+        device = _Device(
+            device_id=str(row.device_id),
+            device_class=str(row.device_class) if isinstance(row.device_class, str) and row.device_class else UNKNOWN_CLASS,
+            macs=[str(m).lower() for m in (row.macs if isinstance(row.macs, (list, tuple)) else [])],
+            ips=[str(a) for a in (row.ips if isinstance(row.ips, (list, tuple)) else [])],
+        )
+        for text in device.ips:
+            try:
+                value = parse_target(text)
+            except OutOfScope:
+                continue
+            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                index.setdefault(value, []).append(device)
+    return index
+
+
+class _Planner:
+    def __init__(self, twin: Twin | None, site: SiteConfig, guard: ScopeGuard):
+        self.site = site
+        self.guard = guard
+        self.budgets = budgets_for(site)
+        self.index = _device_index(twin)
+        dnp = site.discovery.do_not_probe
+        self.dnp_networks = [ipaddress.ip_network(text) for text in dnp.addresses]
+        self.dnp_macs = list(dnp.mac_prefixes)
+        self.dnp_classes = set(dnp.classes)
+
+    def _device_skip_reason(self, device: _Device) -> str | None:
+        if device.device_class in self.dnp_classes:
+            return f"class {device.device_class} is on discovery.do_not_probe.classes"
+        for mac in device.macs:
+            for prefix in self.dnp_macs:
+                if mac.startswith(prefix):
+                    return f"MAC {mac} matches discovery.do_not_probe.mac_prefixes {prefix}"
+        for text in device.ips:
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            for net in self.dnp_networks:
+                if address.version == net.version and address in net:
+                    return f"address {address} of this device is on discovery.do_not_probe.addresses ({net})"
+        return None
+
+    def _budget_skip_reason(self, budget: Budget) -> str | None:
+        if not budget.passive:
+            return None
+        if budget.probes == frozenset({"none"}):
+            return f"the {budget.name} budget is passive only (probes: none; source: {budget.source})"
+        return f"the {budget.name} budget lists no ports for its probes (source: {budget.source})"
+
+    def unknown_decision(self) -> _Decision:
+        budget = budget_for(UNKNOWN_CLASS, self.budgets)
+        if UNKNOWN_CLASS in self.dnp_classes:
+            return _Decision(None, UNKNOWN_CLASS, None, "class unknown is on discovery.do_not_probe.classes")
+        return _Decision(None, UNKNOWN_CLASS, budget, self._budget_skip_reason(budget))
+
+    def decide(self, address: Address) -> _Decision:
+        devices = sorted(self.index.get(address, []), key=lambda d: d.device_id)
+        if not devices:
+            return self.unknown_decision()
+        ids = "+".join(d.device_id for d in devices)
+        for device in devices:
+            reason = self._device_skip_reason(device)
+            if reason:
+                return _Decision(ids, device.device_class, None, reason)
+        # Several devices on one address: the most conservative budget wins.
+        device = min(devices, key=lambda d: budget_for(d.device_class, self.budgets).restrictiveness())
+        budget = budget_for(device.device_class, self.budgets)
+        return _Decision(ids, device.device_class, budget, self._budget_skip_reason(budget))
+
+
+def plan_scan(
+    twin: Twin | None,
+    site: SiteConfig,
+    *,
+    targets: Iterable[str] | None = None,
+    allow_public: bool = False,
+    now: datetime | None = None,
+    max_targets: int = MAX_TARGETS,
+    resolve=None,
+) -> ScanPlan:
+    """Plan an active scan: the budget of every allowed address, and what is skipped and why.
+
+    Parameters
+    ----------
+    twin : Twin or None
+        The latest snapshot; its ``devices.device_class`` gives each known
+        address its budget. None plans every address as ``unknown``.
+    site : SiteConfig
+        Scopes, exclude, do-not-probe list, windows and budgets.
+    targets : iterable of str, optional
+        Addresses, prefixes or host names; each must pass
+        :meth:`ScopeGuard.check` whole. Defaults to the site's scopes, of
+        which only the allowed part is planned.
+    allow_public : bool
+        The command-line public-range override.
+    now : datetime, optional
+        Time of the plan and of the window check.
+    max_targets : int
+        Most addresses planned (default :data:`~twin.discovery.scope.MAX_TARGETS`).
+        Known devices come first; the rest are reported in a warning.
+    resolve : callable, optional
+        Host-name resolver passed to the guard.
+
+    Returns
+    -------
+    ScanPlan
+
+    Notes
+    -----
+    Unknown addresses of a prefix that are skipped for one reason (passive
+    budget, class ``unknown`` on the do-not-probe list) become one
+    :class:`Skip` for the prefix, so a /12 scope gives one line, not a
+    million. Work grows with the number of known devices plus ``max_targets``,
+    not with the size of the scopes.
+    """
+    created = now or datetime.now(timezone.utc)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    guard = guard_for(site, allow_public=allow_public, resolve=resolve)
+    planner = _Planner(twin, site, guard)
+    window = check_window(site, created)
+    warnings: list[str] = []
+    skipped: list[Skip] = []
+    if not window.configured:
+        warnings.append("no maintenance window is configured, so this scan may start at any time")
+    elif not window.open:
+        warnings.append(f"the scan will not start now: {window.reason}")
+
+    chosen: dict[Address, _Decision] = {}
+    if not site.discovery.scopes:
+        skipped.append(Skip("(all targets)", None, UNKNOWN_CLASS, "active discovery is off because discovery.scopes is empty"))
+    elif targets is None:
+        _plan_scopes(planner, guard, site, chosen, skipped, warnings, max_targets)
+    else:
+        _plan_targets(planner, guard, list(targets), chosen, skipped, warnings, max_targets)
+
+    groups, probes = _build_groups(chosen)
+    plan = ScanPlan(site.site.name, created, groups, probes, skipped, window, warnings)
+    log.info(
+        "scan plan for %s: %d targets in %d groups, %d probes, %d skipped",
+        site.site.name, len(plan.targets()), len(groups), len(probes), len(skipped),
+    )
+    return plan
+
+
+def _add(address: Address, decision: _Decision, chosen: dict, skipped: list[Skip]) -> bool:
+    """Record one address; return True when it is planned, False when skipped."""
+    if decision.reason is not None or decision.budget is None:
+        skipped.append(Skip(str(address), decision.device_id, decision.device_class, decision.reason or "no budget"))
+        return False
+    chosen[address] = decision
+    return True
+
+
+def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen: dict, skipped: list[Skip],
+                 warnings: list[str], max_targets: int) -> None:
+    seen: set[Address] = set()
+    known = sorted((a for a in planner.index if guard.is_allowed(str(a))), key=_sort_key)
+    unknown = planner.unknown_decision()
+    for scope in site.discovery.scopes:
+        for prefix, reason in guard.refused_parts(scope):
+            skipped.append(Skip(prefix, None, UNKNOWN_CLASS, f"part of scope {scope} refused: {reason}"))
+    # Known devices first, so a large scope never crowds them out.
+    left_out = 0
+    for address in known:
+        if address in seen:
+            continue
+        seen.add(address)
+        decision = planner.decide(address)
+        if decision.reason is None and len(chosen) >= max_targets:
+            left_out += 1
+            continue
+        _add(address, decision, chosen, skipped)
+    if left_out:
+        warnings.append(
+            f"{left_out} addresses of devices in the twin are not planned because the plan is limited to "
+            f"{max_targets} targets; give narrower --target prefixes or raise the limit"
+        )
+    for scope in site.discovery.scopes:
+        allowed_total = guard.allowed_count(scope)
+        known_here = sum(1 for a in known if a in ipaddress.ip_network(scope))
+        unknown_total = allowed_total - known_here
+        if unknown_total <= 0:
+            continue
+        if unknown.reason is not None:
+            skipped.append(Skip(scope, None, UNKNOWN_CLASS, f"{unknown_total} addresses not in the twin: {unknown.reason}"))
+            continue
+        room = max_targets - len(chosen)
+        planned = 0
+        if room > 0:
+            for address in guard.allowed_hosts(scope, limit=room + known_here + len(seen)):
+                if address in seen:
+                    continue
+                if len(chosen) >= max_targets:
+                    break
+                seen.add(address)
+                chosen[address] = unknown
+                planned += 1
+        left = unknown_total - planned
+        if left > 0:
+            warnings.append(
+                f"{left} allowed addresses of scope {scope} are not planned because the plan is limited to "
+                f"{max_targets} targets; give narrower --target prefixes or raise the limit"
+            )
+
+
+def _plan_targets(planner: _Planner, guard: ScopeGuard, targets: list[str], chosen: dict, skipped: list[Skip],
+                  warnings: list[str], max_targets: int) -> None:
+    seen: set[Address] = set()
+    for target in targets:
+        try:
+            addresses = guard.check(target, limit=max_targets)
+        except OutOfScope as exc:
+            skipped.append(Skip(str(target), None, UNKNOWN_CLASS, f"{exc.reason}; {exc.fix}"))
+            continue
+        unknown_skips: dict[str, list[Address]] = {}
+        for address in addresses:
+            if address in seen:
+                continue
+            seen.add(address)
+            if len(chosen) >= max_targets:
+                warnings.append(f"target {target}: addresses from {address} on are not planned; the plan is limited to {max_targets} targets")
+                break
+            decision = planner.decide(address)
+            if decision.device_id is None and decision.reason is not None:
+                unknown_skips.setdefault(decision.reason, []).append(address)
+                continue
+            _add(address, decision, chosen, skipped)
+        for reason, skipped_addresses in unknown_skips.items():
+            if len(skipped_addresses) == 1:
+                skipped.append(Skip(str(skipped_addresses[0]), None, UNKNOWN_CLASS, reason))
+            else:
+                skipped.append(Skip(str(target), None, UNKNOWN_CLASS, f"{len(skipped_addresses)} addresses not in the twin: {reason}"))
+
+
+def _build_groups(chosen: dict[Address, _Decision]) -> tuple[list[ScanGroup], list[Probe]]:
+    by_budget: dict[str, tuple[Budget, list[Address]]] = {}
+    for address, decision in chosen.items():
+        budget = decision.budget
+        assert budget is not None
+        by_budget.setdefault(budget.name, (budget, []))[1].append(address)
+    groups: list[ScanGroup] = []
+    probes: list[Probe] = []
+    for name in sorted(by_budget):
+        budget, addresses = by_budget[name]
+        addresses.sort(key=_sort_key)
+        targets = [str(a) for a in addresses]
+        groups.append(ScanGroup(budget, targets, nmap_arguments(budget)))
+        for address in addresses:
+            decision = chosen[address]
+            target = str(address)
+            for port in budget.tcp_ports:
+                probes.append(Probe(target, decision.device_id, decision.device_class, "tcp", port, "connect"))
+            for port in budget.udp_ports:
+                probes.append(Probe(target, decision.device_id, decision.device_class, "udp", port, "udp"))
+            for kind in ("version", "os", "scripts"):
+                if kind in budget.probes:
+                    probes.append(Probe(target, decision.device_id, decision.device_class, "any", None, kind))
+    return groups, probes
+
+
+# -- dry run ---------------------------------------------------------------
+
+
+def render_dry_run(plan: ScanPlan) -> str:
+    """Render every probe of a plan as text, in a stable order; nothing is sent.
+
+    Sections: the window state, one block per group (budget settings and the
+    nmap command line), one ``probe`` line per probe (target, proto/port,
+    kind, class, device), one ``skip`` line per skipped target with its
+    reason, and the warnings. Columns are separated by two spaces, so a
+    ``probe`` line splits back into its fields with ``split()``.
+    """
+    lines = [
+        f"# dry run for site {plan.site}, planned {plan.created.isoformat()}: nothing is sent",
+        f"window: {'open' if plan.window.open else 'closed'}: {plan.window.reason}",
+        f"summary: targets {len(plan.targets())}, groups {len(plan.groups)}, probes {len(plan.probes)}, "
+        f"port probes {len(plan.probe_set())}, skipped {len(plan.skipped)}",
+        "",
+    ]
+    for group in plan.groups:
+        budget = group.budget
+        lines.append(
+            f"group {budget.name}: {len(group.targets)} target{'' if len(group.targets) == 1 else 's'}, probes {','.join(sorted(budget.probes))}, "
+            f"max_rate {budget.max_rate}/s, max_connections {budget.max_connections} per target, "
+            f"host_timeout {budget.host_timeout_s}s, retries {budget.retries} (source: {budget.source})"
+        )
+        shown = group.targets[:DRY_RUN_LISTED_TARGETS]
+        more = len(group.targets) - len(shown)
+        lines.append("  nmap " + " ".join(group.nmap_args) + " " + " ".join(shown) + (f" ... (+{more} more)" if more else ""))
+    if plan.groups:
+        lines.append("")
+    for probe in plan.probes:
+        where = f"{probe.proto}/{probe.port}" if probe.port is not None else f"{probe.proto}/*"
+        lines.append(f"probe  {probe.target}  {where}  {probe.kind}  {probe.device_class}  {probe.device_id or '-'}")
+    for skip in plan.skipped:
+        lines.append(f"skip  {skip.target}  {skip.device_class}  {skip.device_id or '-'}  {skip.reason}")
+    for warning in plan.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines) + "\n"
