@@ -34,21 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from twin.report.pdf import BROWSER_FLAGS
+
 # Maximum wait for one page to become interactive (seconds, default 120).
 WAIT_CAP_S = 120.0
 # Goal for the default view of every size (seconds, default 2).
 GOAL_S = 2.0
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_FLAGS = list(BROWSER_FLAGS)
 VIEWPORT = {"width": 1400, "height": 900}
 
 

@@ -23,21 +23,13 @@ import pytest
 import yaml
 
 from twin.api import WORKSPACE_ENV, Workspace
+from twin.report.pdf import BROWSER_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 HOSPITAL = REPO / "sample_networks" / "hospital"
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = REPO / "docs" / "images"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_FLAGS = list(BROWSER_FLAGS)
 # Seconds to wait for the server's health check, and for one page element.
 START_TIMEOUT = 60
 ELEMENT_TIMEOUT_MS = 60_000

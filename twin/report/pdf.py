@@ -7,7 +7,7 @@ component updates and sync turned off and a fresh profile folder per call.
 
 from __future__ import annotations
 
-__all__ = ["CHROMIUM_CANDIDATES", "DEFAULT_TIMEOUT_S", "CHROMIUM_FLAGS", "find_chromium", "render_pdf"]
+__all__ = ["BROWSER_FLAGS", "CHROMIUM_CANDIDATES", "DEFAULT_TIMEOUT_S", "CHROMIUM_FLAGS", "find_chromium", "render_pdf"]
 
 import logging
 import os
@@ -28,8 +28,10 @@ CHROMIUM_CANDIDATES: tuple[str, ...] = ("/usr/bin/chromium", "chromium", "chromi
 #: Default limit for one Chromium run, in seconds (60).
 DEFAULT_TIMEOUT_S: float = 60.0
 
-#: Flags passed to every Chromium run, besides the profile folder and the output path.
-CHROMIUM_FLAGS: tuple[str, ...] = (
+#: Flags for headless Chromium on a machine without internet access: without
+#: the background-networking ones it keeps trying to reach Google's hosts.
+#: The app's browser test and the map benchmark use them too.
+BROWSER_FLAGS: tuple[str, ...] = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -38,8 +40,10 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--no-pdf-header-footer",
 )
+
+#: Flags passed to every PDF run, besides the profile folder and the output path.
+CHROMIUM_FLAGS: tuple[str, ...] = (*BROWSER_FLAGS, "--no-pdf-header-footer")
 
 # Seconds to wait for Chromium to exit after SIGKILL before giving up on it.
 _KILL_WAIT_S = 5.0
