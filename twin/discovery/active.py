@@ -21,9 +21,9 @@ budget has ``version`` or ``scripts`` probes, the runner starts a
 :class:`twin.discovery.pacing.PacingProxy` on 127.0.0.1 for the length of
 the group and adds ``--proxies socks4://127.0.0.1:PORT`` to its command
 line. nmap then opens every version-detection and NSE connection through
-the proxy, which spaces them at the budget's ``max_rate``, caps them at
-``max_connections`` per target and rejects any destination that is not a
-target of the group, checked again with the scope guard.
+the proxy. The proxy spaces them at the budget's ``max_rate`` and caps them
+at ``max_connections`` per target. It rejects any destination that is not a
+target of the group, and checks the others again with the scope guard.
 
 Output layout (default folder ``<site dir>/nmap/active``)::
 
@@ -239,8 +239,9 @@ def build_argv(nmap_path: str, nmap_args: Sequence[str], xml_path: str | os.Path
     Raises
     ------
     ScanRejected
-        When ``nmap_args`` contain an option that adds targets or output
-        files (:data:`FORBIDDEN_NMAP_OPTIONS`), or do not start with ``-n -Pn``.
+        When ``nmap_args`` contain an option that adds targets, output
+        files or a proxy (:data:`FORBIDDEN_NMAP_OPTIONS`), or do not start
+        with ``-n -Pn``.
     """
     args = [str(arg) for arg in nmap_args]
     for arg in args:
