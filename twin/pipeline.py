@@ -33,8 +33,11 @@ log = logging.getLogger(__name__)
 
 # Files in a site folder that are never discovery input: the configuration,
 # notes, and the ground truth that sample sites carry beside their data.
+# No discovery format is YAML, so proposed policies and other YAML files
+# beside site.yaml are configuration too.
 SKIPPED_NAMES = {"site.yaml", "site.yml", "readme.md", "readme.txt"}
 SKIPPED_PREFIXES = ("ground_truth",)
+SKIPPED_SUFFIXES = (".yaml", ".yml")
 # Issues kept per file in the store and the report; the rest are counted.
 MAX_ISSUES_PER_FILE = 200
 # Worker processes for importing files (TWIN_IMPORT_WORKERS, default: the
@@ -98,7 +101,7 @@ def find_discovery_files(site_dir: Path, exclude: tuple[Path, ...] = ()) -> list
     out = []
     for path in sorted(site_dir.rglob("*")):
         name = path.name.lower()
-        if not path.is_file() or name in SKIPPED_NAMES or name.startswith(SKIPPED_PREFIXES):
+        if not path.is_file() or name in SKIPPED_NAMES or name.startswith(SKIPPED_PREFIXES) or name.endswith(SKIPPED_SUFFIXES):
             continue
         relative = path.relative_to(site_dir).parts
         if any(part.startswith(".") for part in relative):

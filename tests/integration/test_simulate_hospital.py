@@ -97,6 +97,11 @@ def test_attack_paths_opened_exact(simulated):
     assert _path_rows(result.attack_paths_opened, ws) == _truth_rows(truth, "attack_paths_opened", ("mode", "entry", "target"))
 
 
+def test_attack_paths_unenforced_exact(simulated):
+    _, _, ws, truth, result = simulated
+    assert _path_rows(result.attack_paths_unenforced, ws) == _truth_rows(truth, "attack_paths_unenforced", ("mode", "entry", "target"))
+
+
 def test_exposure_counts_exact(simulated):
     *_, truth, result = simulated
     assert (result.summary["exposure_before"], result.summary["exposure_after"]) == (truth["exposure_before"], truth["exposure_after"])

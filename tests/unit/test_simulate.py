@@ -65,18 +65,18 @@ def _keys(frame, columns=("src_id", "dst_id", "dst_port")):
     return {tuple(row) for row in frame[list(columns)].itertuples(index=False)}
 
 
-def test_same_policy_changes_nothing_but_cuts_what_it_denies_today():
+def test_same_policy_changes_nothing():
     site = _site(RULES)
     result = simulate(_twin(), site, site.policy)
     assert set(result.flows["change"]) == {"unchanged"}
-    assert {k: v for k, v in result.summary.items() if k != "attack_paths_cut"} == {
-        key: 0 for key in result.summary if key != "attack_paths_cut"}
-    # Enforcing the unchanged policy still stops the observed paths it denies:
-    # they exist today (today_hops) and under neither policy.
-    cut = result.attack_paths_cut
-    assert len(cut) == result.summary["attack_paths_cut"] > 0
-    assert set(cut["mode"]) == {"observed"}
-    assert cut["today_hops"].notna().all() and cut["current_hops"].isna().all() and cut["proposed_hops"].isna().all()
+    changes = {k: v for k, v in result.summary.items() if k != "attack_paths_unenforced"}
+    assert changes == {key: 0 for key in changes}
+    # The observed paths the unchanged policy denies exist today only because
+    # it is not enforced: listed as unenforced, never as cut.
+    gap = result.attack_paths_unenforced
+    assert len(gap) == result.summary["attack_paths_unenforced"] > 0
+    assert set(gap["mode"]) == {"observed"}
+    assert gap["today_hops"].notna().all() and gap["current_hops"].isna().all() and gap["proposed_hops"].isna().all()
 
 
 def test_new_deny_blocks_allowed_flow():
@@ -362,3 +362,12 @@ def test_edit_policy_keeps_original():
     assert [r.name for r in edited.rules] == ["pumps-to-srv", "deny-telnet-clinical"]
     assert edited.rules[1].services == ["ssh"]
     assert [r.name for r in site.policy.rules] == [r["name"] for r in RULES]
+
+
+def test_policy_file_not_utf8_names_line_and_offset(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"policy:\n  rules: []\n  # caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: byte 0xe9 at offset 27 is not UTF-8")

@@ -28,8 +28,9 @@ SECTION_COLUMNS: dict[str, list[str]] = {
     "workflows_broken": ["workflow", "source", "blocked", "observed_blocked", "example_src", "example_dst", "example_service", "blocked_by"],
     "violations_resolved": ["src_hostname", "src_ip", "dst_hostname", "dst_ip", "proto", "dst_port", "rule", "severity"],
     "violations_introduced": ["src_hostname", "src_ip", "dst_hostname", "dst_ip", "proto", "dst_port", "rule", "severity"],
-    "attack_paths_cut": ["mode", "entry_label", "target_label", "today_hops", "current_hops", "today_path"],
+    "attack_paths_cut": ["mode", "entry_label", "target_label", "current_hops", "current_path"],
     "attack_paths_opened": ["mode", "entry_label", "target_label", "proposed_hops", "proposed_path"],
+    "attack_paths_unenforced": ["mode", "entry_label", "target_label", "today_hops", "today_path"],
     "exposure": ["hostname", "ip", "direction", "external", "proto", "dst_port", "current_allowed", "proposed_allowed"],
 }
 _TITLES = {
@@ -40,6 +41,7 @@ _TITLES = {
     "violations_introduced": "Violations introduced",
     "attack_paths_cut": "Attack paths cut",
     "attack_paths_opened": "Attack paths opened",
+    "attack_paths_unenforced": "Attack paths that exist today although both policies stop them (enforcement gap)",
     "exposure": "External exposure with a changed decision",
 }
 FORMATS = ("table", "json", "csv")
@@ -59,9 +61,11 @@ def _print_summary(result) -> None:
     table.add_row("rules", str(len(result.current.rules)), str(len(result.proposed.rules)), f"{len(result.proposed.rules) - len(result.current.rules):+d}")
     table.add_row("flows allowed -> blocked", "", "", str(s["newly_blocked"]))
     table.add_row("flows blocked -> allowed", "", "", str(s["newly_allowed"]))
-    table.add_row("required workflows broken", "", str(s["workflows_broken"]), "")
+    new = s["workflows_newly_broken"]
+    table.add_row("required workflows broken", str(s["workflows_broken"] - new), str(s["workflows_broken"]), f"+{new}")
     table.add_row("violations resolved / introduced", "", "", f"-{s['violations_resolved']} / +{s['violations_introduced']}")
     table.add_row("attack paths cut / opened", "", "", f"-{s['attack_paths_cut']} / +{s['attack_paths_opened']}")
+    table.add_row("attack paths not enforced today", "", "", str(s["attack_paths_unenforced"]))
     table.add_row("exposure allowed", str(s["exposure_before"]), str(s["exposure_after"]), f"{s['exposure_after'] - s['exposure_before']:+d}")
     out.print(table)
 
@@ -125,7 +129,11 @@ def register(app: typer.Typer) -> None:
                 _print_section(name, frame, limit)
 
         if result.breaks_workflows:
-            names = ", ".join(result.broken_workflow_names())
-            err.print(f"[red]required workflows broken by the proposed policy:[/red] {names}", highlight=False)
+            newly = result.newly_broken_workflow_names()
+            already = [name for name in result.broken_workflow_names() if name not in newly]
+            if newly:
+                err.print(f"[red]required workflows the proposed policy breaks:[/red] {', '.join(newly)}", highlight=False)
+            if already:
+                err.print(f"[yellow]required workflows already broken under the current policy:[/yellow] {', '.join(already)}", highlight=False)
             if fail_on_broken:
                 raise typer.Exit(EXIT_BROKEN)

@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import weakref
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from twin.resolve.addresses import in_networks
 from twin.model.site import Policy, PolicyRule, Selector, ServiceSpec, SiteConfig
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "DEFAULT_INTRA_SEGMENT",
     "DEFAULT_INTERNET",
     "row_codes",
+    "equals_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,21 @@ class PolicyEngine:
         self._specs: list[list[ServiceSpec]] = [rule.service_specs() for rule in self.rules]
         self._zone = {seg.id: seg.zone for seg in site.segments}
         self._building = {seg.id: seg.building for seg in site.segments}
+        self._last_view: tuple[weakref.ref, _DeviceView] | None = None
+
+    def _view(self, devices_df: pd.DataFrame) -> "_DeviceView":
+        """Return the normalised view of ``devices_df``, reused while the same frame object is passed again.
+
+        A simulation matches dozens of selectors against one devices table,
+        so the coded columns are built once per table, not once per selector.
+        """
+        # NOTE: the view is keyed on the frame's identity, so a devices frame
+        # changed in place between two calls is matched against stale codes.
+        if self._last_view is not None and self._last_view[0]() is devices_df:
+            return self._last_view[1]
+        view = _DeviceView(devices_df, self)
+        self._last_view = (weakref.ref(devices_df), view)
+        return view
 
     # ------------------------------------------------------------------ selectors
 
@@ -159,7 +176,7 @@ class PolicyEngine:
             An ``internet`` selector matches no device.
         """
         selector = Selector.parse(selector)
-        return pd.Series(self._device_mask(selector, _DeviceView(devices_df, self)), index=devices_df.index)
+        return pd.Series(self._device_mask(selector, self._view(devices_df)), index=devices_df.index)
 
     def match_external(self, selector: Selector | str | dict, addresses) -> np.ndarray:
         """Return a bool array: which External addresses the selector matches."""
@@ -169,8 +186,7 @@ class PolicyEngine:
             return np.zeros(len(addresses), dtype=bool)
         if not selector.cidr:
             return np.ones(len(addresses), dtype=bool)
-        networks = [ipaddress.ip_network(c, strict=False) for c in selector.cidr]
-        return in_networks(addresses, networks)
+        return _AddressView(addresses).in_cidrs(selector.cidr)
 
     def _device_mask(self, selector: Selector, view: "_DeviceView") -> np.ndarray:
         n = view.n
@@ -180,20 +196,20 @@ class PolicyEngine:
             return np.zeros(n, dtype=bool)
         mask = np.ones(n, dtype=bool)
         if selector.segment:
-            mask &= view.segment.isin(selector.segment).to_numpy()
+            mask &= view.segment.isin(selector.segment)
         if selector.zone:
-            mask &= view.zone.isin(selector.zone).to_numpy()
+            mask &= view.zone.isin(selector.zone)
         if selector.device_class:
-            mask &= view.device_class.isin(selector.device_class).to_numpy()
+            mask &= view.device_class.isin(selector.device_class)
         if selector.criticality:
-            mask &= view.criticality.isin(selector.criticality).to_numpy()
+            mask &= view.criticality.isin(selector.criticality)
         if selector.building:
-            mask &= view.building.isin(selector.building).to_numpy()
+            mask &= view.building.isin(selector.building)
         if selector.device:
             wanted = _lower(selector.device) | {_ip_text(v) for v in selector.device}
-            hit = view.device_id.isin(list(wanted) + list(selector.device)).to_numpy().copy()
-            hit |= view.hostname.isin(list(wanted)).to_numpy()
-            ip_hit = view.ip_table["ip"].isin(list(wanted)).to_numpy()
+            hit = view.device_id.isin(list(wanted) + list(selector.device))
+            hit |= view.hostname.isin(list(wanted))
+            ip_hit = view.ip.isin(list(wanted))
             hit |= np.bincount(view.ip_table["pos"].to_numpy()[ip_hit], minlength=n).astype(bool)
             mask &= hit
         if selector.cidr:
@@ -205,30 +221,39 @@ class PolicyEngine:
 
         Evaluated once per distinct selector, vectorised over the devices.
         """
-        view = _DeviceView(devices_df, self)
+        view = self._view(devices_df)
         n, r = view.n, len(self.rules)
-        from_bits = np.zeros((n, r), dtype=bool)
-        to_bits = np.zeros((n, r), dtype=bool)
+        # Filled rule by rule as rows of (R, n), so that each write is contiguous.
+        from_bits = np.zeros((r, n), dtype=bool)
+        to_bits = np.zeros((r, n), dtype=bool)
         cache: dict[str, np.ndarray] = {}
         for index, rule in enumerate(self.rules):
             for selector, target in ((rule.from_, from_bits), (rule.to, to_bits)):
                 key = selector.model_dump_json()
                 if key not in cache:
                     cache[key] = self._device_mask(selector, view)
-                target[:, index] = cache[key]
-        return RuleMatrix(from_bits, to_bits)
+                target[index] = cache[key]
+        return RuleMatrix(np.ascontiguousarray(from_bits.T), np.ascontiguousarray(to_bits.T))
 
     def external_matrix(self, addresses) -> RuleMatrix:
-        """Return the rule-match bits of External addresses."""
-        addresses = list(addresses)
+        """Return the rule-match bits of External addresses.
+
+        The addresses are parsed once, and each distinct ``internet``
+        selector is evaluated once over all of them.
+        """
+        view = _AddressView([str(a) for a in addresses])
         r = len(self.rules)
-        from_bits = np.zeros((len(addresses), r), dtype=bool)
-        to_bits = np.zeros((len(addresses), r), dtype=bool)
+        from_bits = np.zeros((view.n, r), dtype=bool)
+        to_bits = np.zeros((view.n, r), dtype=bool)
+        cache: dict[tuple[str, ...] | None, np.ndarray] = {}
         for index, rule in enumerate(self.rules):
-            if rule.from_.internet:
-                from_bits[:, index] = self.match_external(rule.from_, addresses)
-            if rule.to.internet:
-                to_bits[:, index] = self.match_external(rule.to, addresses)
+            for selector, target in ((rule.from_, from_bits), (rule.to, to_bits)):
+                if not selector.internet:
+                    continue
+                key = tuple(selector.cidr) if selector.cidr else None
+                if key not in cache:
+                    cache[key] = view.in_cidrs(selector.cidr) if selector.cidr else np.ones(view.n, dtype=bool)
+                target[:, index] = cache[key]
         return RuleMatrix(from_bits, to_bits)
 
     def unknown_device_bits(self) -> RuleMatrix:
@@ -411,22 +436,72 @@ class PolicyEngine:
         return [rule for rule in self.rules if rule.required]
 
 
+class _Codes:
+    """One text column as factorised codes, so that a membership test costs one lookup per row.
+
+    ``codes`` has -1 for a missing value; ``uniques`` are the distinct values.
+    """
+
+    def __init__(self, values: pd.Series) -> None:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.uniques = np.asarray(uniques, dtype=object)
+        self._code_of = {value: code for code, value in enumerate(self.uniques)}
+
+    def isin(self, values) -> np.ndarray:
+        """Return a bool array: which rows contain one of ``values``. A missing value never matches."""
+        # The value-to-code dict is built once per column, so each test costs
+        # O(len(values)) lookups plus one gather over the rows. The last slot
+        # of the lookup table stays False for code -1 (missing).
+        lookup = np.zeros(len(self.uniques) + 1, dtype=bool)
+        found = [self._code_of[value] for value in values if value in self._code_of]
+        lookup[found] = True
+        return lookup[self.codes]
+
+
 class _DeviceView:
-    """Normalised columns of a devices table, computed once per evaluation."""
+    """Normalised columns of a devices table as codes, each computed on first use."""
 
     def __init__(self, devices: pd.DataFrame, engine: PolicyEngine) -> None:
         self.n = len(devices)
         self.devices = devices
-        self.device_id = _text(devices, "device_id")
-        self.segment = _text(devices, "segment_id")
-        self.zone = self.segment.map(engine._zone)
-        self.device_class = _text(devices, "device_class")
-        self.criticality = _text(devices, "criticality")
-        self.hostname = _text(devices, "hostname").str.lower()
-        own_building = _text(devices, "building")
-        self.building = own_building.where(own_building.notna(), self.segment.map(engine._building))
+        self._engine = engine
         self._ip_table: pd.DataFrame | None = None
+        self._ip: _Codes | None = None
         self._v4: tuple[np.ndarray, np.ndarray] | None = None
+
+    @cached_property
+    def _segment_text(self) -> pd.Series:
+        return _text(self.devices, "segment_id")
+
+    @cached_property
+    def device_id(self) -> _Codes:
+        return _Codes(_text(self.devices, "device_id"))
+
+    @cached_property
+    def segment(self) -> _Codes:
+        return _Codes(self._segment_text)
+
+    @cached_property
+    def zone(self) -> _Codes:
+        return _Codes(self._segment_text.map(self._engine._zone))
+
+    @cached_property
+    def device_class(self) -> _Codes:
+        return _Codes(_text(self.devices, "device_class"))
+
+    @cached_property
+    def criticality(self) -> _Codes:
+        return _Codes(_text(self.devices, "criticality"))
+
+    @cached_property
+    def hostname(self) -> _Codes:
+        return _Codes(_text(self.devices, "hostname").str.lower())
+
+    @cached_property
+    def building(self) -> _Codes:
+        own = _text(self.devices, "building")
+        return _Codes(own.where(own.notna(), self._segment_text.map(self._engine._building)))
 
     @property
     def ip_table(self) -> pd.DataFrame:
@@ -439,6 +514,13 @@ class _DeviceView:
             self._ip_table = pd.DataFrame({"pos": exploded.index.to_numpy(dtype=np.int64), "ip": exploded.astype(str).to_numpy()})
         return self._ip_table
 
+    @property
+    def ip(self) -> _Codes:
+        """Return the ``ip`` column of :attr:`ip_table` as codes."""
+        if self._ip is None:
+            self._ip = _Codes(self.ip_table["ip"].astype(object))
+        return self._ip
+
     def in_cidrs(self, cidrs: list[str]) -> np.ndarray:
         """Return a bool mask of devices with any IP address inside any prefix."""
         table = self.ip_table
@@ -447,14 +529,14 @@ class _DeviceView:
         if self._v4 is None:
             # Parsed once per view: a policy with many cidr selectors reuses them.
             v4 = ~text.str.contains(":", regex=False).to_numpy()
-            self._v4 = (v4, _ipv4_ints(text[v4]))
-        v4, v4_int = self._v4
-        v6_pos = np.flatnonzero(~v4)
+            self._v4 = (np.flatnonzero(v4), _ipv4_ints(text[v4]))
+        v4_pos, v4_int = self._v4
+        v6_pos = np.setdiff1d(np.arange(len(table)), v4_pos, assume_unique=True)
         for cidr in cidrs:
             net = ipaddress.ip_network(cidr, strict=False)
             if net.version == 4:
                 low, high = int(net.network_address), int(net.broadcast_address)
-                hit[np.flatnonzero(v4)] |= (v4_int >= low) & (v4_int <= high)
+                hit[v4_pos] |= (v4_int >= low) & (v4_int <= high)
             else:
                 for pos in v6_pos:
                     try:
@@ -462,6 +544,50 @@ class _DeviceView:
                     except ValueError:
                         continue
         return np.bincount(table["pos"].to_numpy()[hit], minlength=self.n).astype(bool)
+
+
+class _AddressView:
+    """External addresses parsed once, for many ``internet`` selectors with ``cidr`` prefixes.
+
+    Matching follows :func:`twin.resolve.addresses.in_networks`: text that
+    :func:`ipaddress.ip_address` rejects matches no prefix.
+    """
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.n = len(addresses)
+        parsed = []
+        for text in addresses:
+            try:
+                parsed.append(ipaddress.ip_address(text))
+            except ValueError:
+                parsed.append(None)
+        self.v4_pos = np.array([i for i, a in enumerate(parsed) if a is not None and a.version == 4], dtype=np.int64)
+        self.v4_int = np.array([int(parsed[i]) for i in self.v4_pos], dtype=np.int64)
+        self.v6 = [(i, a) for i, a in enumerate(parsed) if a is not None and a.version == 6]
+
+    def in_cidrs(self, cidrs: list[str]) -> np.ndarray:
+        """Return a bool mask of addresses inside any prefix."""
+        hit = np.zeros(self.n, dtype=bool)
+        for cidr in cidrs:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if net.version == 4:
+                low, high = int(net.network_address), int(net.broadcast_address)
+                hit[self.v4_pos] |= (self.v4_int >= low) & (self.v4_int <= high)
+                continue
+            for pos, addr in self.v6:
+                hit[pos] |= addr in net
+        return hit
+
+
+def equals_text(values: pd.Series, text: str) -> np.ndarray:
+    """Return a bool array: which values equal ``text``; a missing value is False.
+
+    The distinct values are compared once and broadcast back, which is several
+    times faster than an element-wise comparison of a million object values.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    lookup = np.append(np.asarray(uniques, dtype=object) == text, False)
+    return lookup[np.asarray(codes, dtype=np.int64)]
 
 
 def _as_address_list(value) -> list:
@@ -558,18 +684,20 @@ class EndpointTable:
     def locate(self, ids: pd.Series, kinds: pd.Series | None) -> np.ndarray:
         """Return endpoint positions of ids; unmatched device ids map to the unknown-device row."""
         ids = ids.astype(str)
-        pos = np.full(len(ids), len(self.names), dtype=np.int64)
-        if kinds is None:
-            kinds = pd.Series("device", index=ids.index)
-        is_ext = (kinds.astype(object) == "external").to_numpy()
+        is_ext = np.zeros(len(ids), dtype=bool) if kinds is None else equals_text(kinds, "external")
+        # Each distinct id is looked up once, then broadcast back to the rows, because
+        # a million communications name at most one id per endpoint plus the unknown ids.
+        codes, uniques = pd.factorize(ids)
+        codes = np.asarray(codes, dtype=np.int64)
+        unique_ids = pd.Index(uniques, dtype=object)
         index = pd.Index(self.names[: self.n_devices])
         positions = np.arange(self.n_devices)
         if not index.is_unique:
             # A repeated device_id resolves to its first row.
             keep = ~index.duplicated()
             index, positions = index[keep], positions[keep]
-        dev_pos = index.get_indexer(ids[~is_ext])
-        pos[~is_ext] = np.where(dev_pos >= 0, positions[np.maximum(dev_pos, 0)], len(self.names))
-        ext_pos = pd.Index(self.names[self.n_devices :]).get_indexer(ids[is_ext])
-        pos[is_ext] = np.where(ext_pos >= 0, ext_pos + self.n_devices, len(self.names))
-        return pos
+        dev_pos = index.get_indexer(unique_ids)
+        dev_pos = np.where(dev_pos >= 0, positions[np.maximum(dev_pos, 0)], len(self.names))
+        ext_pos = pd.Index(self.names[self.n_devices :]).get_indexer(unique_ids)
+        ext_pos = np.where(ext_pos >= 0, ext_pos + self.n_devices, len(self.names))
+        return np.where(is_ext, ext_pos[codes], dev_pos[codes])

@@ -65,8 +65,12 @@ def dense_codes(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     if size <= DENSE_KEYS:
         seen = np.zeros(size, dtype=bool)
         seen[keys] = True
-        lookup = np.cumsum(seen, dtype=np.int32) - 1
-        return lookup[keys], np.flatnonzero(seen)
+        uniques = np.flatnonzero(seen)
+        del seen
+        # Only the slots of seen keys are written, and only they are read back.
+        lookup = np.empty(size, dtype=np.int32)
+        lookup[uniques] = np.arange(len(uniques), dtype=np.int32)
+        return lookup[keys], uniques
     codes, uniques = pd.factorize(keys.astype(np.int64, copy=False), sort=True)
     return np.asarray(codes), np.asarray(uniques, dtype=np.int64)
 
@@ -211,7 +215,8 @@ class FlowDecider:
         if isinstance(proto, pd.Series) and isinstance(proto.dtype, pd.CategoricalDtype):
             proto = proto.array
         if isinstance(proto, pd.Categorical):
-            proto_codes = np.asarray(proto.codes, dtype=np.int32)
+            # A copy: the codes are changed in place below.
+            proto_codes = np.array(proto.codes, dtype=np.int32)
             proto_names = np.asarray([str(c).lower() for c in proto.categories], dtype=object)
         else:
             codes, uniques = pd.factorize(pd.Series(np.asarray(proto, dtype=object)).fillna(""), sort=False)
@@ -220,20 +225,29 @@ class FlowDecider:
         # A missing protocol (code -1) is its own name "" in the last slot.
         proto_names = np.append(proto_names, "")
         proto_codes[proto_codes < 0] = len(proto_names) - 1
-        port = np.clip(np.asarray(port), 0, _PORTS - 1).astype(np.int32)
+        port = np.asarray(port)
+        if len(port) and (port.min() < 0 or port.max() >= _PORTS):
+            port = np.clip(port, 0, _PORTS - 1)
 
-        # Keys stay int32 while their range allows: the passes over 10 million flows are memory-bound.
+        # Keys stay int32 while their range allows, and the arithmetic runs in place:
+        # the passes over 10 million flows are memory-bound.
         n_from, n_to = int(self.from_words.shape[0]), int(self.to_words.shape[0])
         wide = np.int64 if n_from * n_to >= 2**31 else np.int32
-        pair = self._from_sig[src_pos].astype(wide) * n_to + self._to_sig[dst_pos]
+        pair = self._from_sig[src_pos].astype(wide, copy=False)
+        pair *= n_to
+        pair += self._to_sig[dst_pos]
         pair_codes, pair_keys = dense_codes(pair, n_from * n_to)
         del pair
         proto_codes *= _PORTS
-        proto_codes += port
+        proto_codes += port.astype(np.int32, copy=False)
         service_codes, service_keys = dense_codes(proto_codes, len(proto_names) * _PORTS)
+        del proto_codes
         n_service = len(service_keys)
         wide = np.int64 if len(pair_keys) * n_service >= 2**31 else np.int32
-        key = pair_codes.astype(wide) * n_service + service_codes
+        key = pair_codes.astype(wide, copy=False)
+        key *= n_service
+        key += service_codes
+        del pair_codes, service_codes
         codes, uniques = dense_codes(key, len(pair_keys) * n_service)
         del key
         u_pair, u_service = uniques // n_service, uniques % n_service

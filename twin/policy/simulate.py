@@ -12,13 +12,14 @@ snapshot and against the query catalogue. :func:`simulate` reports
 - **violations** resolved and introduced (the ``segment_violations`` query
   under each policy, matched by communication);
 - **attack paths** cut, opened, longer or shorter, per (mode, entry, target)
-  with the minimum hop count within ``attack_paths.max_hops``. ``observed``
-  mode searches the observed communications that the policy allows, and
-  today's network (every observed communication) as the baseline: a path
-  is *cut* when it exists today and the proposed policy stops it, *opened*
-  when the proposed policy lets it through and the current one would not.
-  ``permitted`` mode searches the graph of services each policy permits,
-  the current policy being the baseline;
+  with the minimum hop count within ``attack_paths.max_hops``: *cut* when
+  the current policy lets the path through and the proposed one stops it,
+  *opened* the reverse. ``observed`` mode searches the observed
+  communications that each policy allows, and also today's network (every
+  observed communication): a path that exists today and that both
+  policies stop is *unenforced*, a gap in enforcement rather than in the
+  policy. ``permitted`` mode searches the graph of services each policy
+  permits;
 - **exposure**: the ``external_exposure`` rows and whether each policy
   allows that communication.
 
@@ -42,7 +43,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ from twin.analysis.attack_paths import build_observed_graph, build_permitted_gra
 from twin.exceptions import ConfigError
 from twin.model.site import Policy, PolicyRule, Selector, ServiceSpec, SiteConfig, _line_map, _line_of, _loc_to_path
 from twin.model.twin import Twin
-from twin.policy.engine import EndpointTable, PolicyEngine
+from twin.policy.engine import EndpointTable, PolicyEngine, equals_text
 from twin.policy.first_match import FlowDecider
 
 __all__ = [
@@ -93,7 +94,8 @@ ATTACK_PATH_COLUMNS = [
 ]
 SUMMARY_KEYS = (
     "newly_blocked", "newly_allowed", "workflows_broken", "violations_resolved", "violations_introduced",
-    "attack_paths_cut", "attack_paths_opened", "exposure_before", "exposure_after",
+    "attack_paths_cut", "attack_paths_opened", "attack_paths_unenforced", "workflows_newly_broken",
+    "exposure_before", "exposure_after",
 )
 MODES = ("observed", "permitted")
 # Communication key shared by the flows, violations and exposure sections.
@@ -102,6 +104,10 @@ _KEY = ["src_id", "dst_id", "proto", "dst_port"]
 # (mode, entry, target) pairs kept per mode and policy (count, default 200,000);
 # past it the pairs of the remaining entries are dropped with a warning.
 MAX_ATTACK_PAIRS = 200_000
+# Entries searched together in one batch of attack-path searches are at most this
+# count divided by the graph's node count (count, default 4,000,000), which bounds
+# the (entry, node) states the batch reaches. Each state costs about 24 bytes.
+BFS_BATCH_STATES = 4_000_000
 # (source group, destination group, service point) combinations decided per batch
 # when checking one workflow (count, default 1,000,000).
 WORKFLOW_BATCH = 1_000_000
@@ -152,7 +158,15 @@ def load_policy(source: str | Path | dict | Policy, *, name: str = "<policy>", s
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: policy file not found; pass a YAML file with a 'policy:' mapping or a bare policy")
-        text, name = path.read_text(encoding="utf-8"), str(path)
+        raw, name = path.read_bytes(), str(path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError(
+                f"{name}:{line}: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8; "
+                "save the policy as UTF-8 text"
+            ) from None
         data = _parse_yaml(text, name)
     elif isinstance(source, str):
         text = source
@@ -379,16 +393,26 @@ class SimulationResult:
     exposure: pd.DataFrame
     summary: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    attack_paths_unenforced: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     SECTIONS = (
         "newly_blocked", "newly_allowed", "workflows_broken", "violations_resolved", "violations_introduced",
-        "attack_paths_cut", "attack_paths_opened", "exposure",
+        "attack_paths_cut", "attack_paths_opened", "attack_paths_unenforced", "exposure",
     )
 
     @property
     def breaks_workflows(self) -> bool:
         """True when the proposed policy blocks at least one required workflow."""
         return not self.workflows_broken.empty
+
+    def newly_broken_workflow_names(self) -> list[str]:
+        """Return the broken workflows that the current policy does not already break."""
+        frame = self.workflows_broken
+        if frame.empty:
+            return []
+        blocked = pd.to_numeric(frame["blocked"], errors="coerce").fillna(0)
+        already = pd.to_numeric(frame["current_blocked"], errors="coerce").fillna(0)
+        return list(dict.fromkeys(frame.loc[(blocked > already).to_numpy(), "workflow"]))
 
     def broken_workflow_names(self) -> list[str]:
         """Return the names of the broken required workflows, in policy order of first appearance."""
@@ -412,9 +436,12 @@ class SimulationResult:
 
 
 def _endpoint_info(ids: pd.Series, kinds: pd.Series, view: pd.DataFrame) -> dict[str, np.ndarray]:
-    text = ids.astype(str).to_numpy(dtype=object)
-    pos = pd.Index(view["device_id"]).get_indexer(text)
-    external = (kinds.astype(object) == "external").to_numpy()
+    ids = ids.astype(str)
+    text = ids.to_numpy(dtype=object)
+    # Distinct ids are looked up once and broadcast back to the rows.
+    codes, uniques = pd.factorize(ids)
+    pos = pd.Index(view["device_id"]).get_indexer(pd.Index(uniques, dtype=object))[np.asarray(codes, dtype=np.int64)]
+    external = equals_text(kinds, "external")
     found = (pos >= 0) & ~external
     out = {}
     for column in ("label", "ip", "segment_id"):
@@ -428,19 +455,27 @@ def _endpoint_info(ids: pd.Series, kinds: pd.Series, view: pd.DataFrame) -> dict
     return out
 
 
-def decide_communications(comm: pd.DataFrame, twin: Twin, engine: PolicyEngine, table: EndpointTable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decide_communications(
+    comm: pd.DataFrame,
+    twin: Twin,
+    engine: PolicyEngine,
+    table: EndpointTable | None = None,
+    positions: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decide communication rows through the flow decision path; return (allow, rule names).
 
     Gives the same decisions as :meth:`PolicyEngine.decide`, through
-    :class:`twin.policy.first_match.FlowDecider`.
+    :class:`twin.policy.first_match.FlowDecider`. ``positions`` are the
+    (source, destination) endpoint positions of the rows from
+    :meth:`EndpointTable.locate` on ``table`` or on a table with the same
+    endpoint names; they are computed when omitted.
     """
     if comm.empty:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=object)
     table = table or EndpointTable.build(engine, twin.devices, comm, _external_addresses(twin))
-    src = table.locate(comm["src_id"], comm.get("src_kind"))
-    dst = table.locate(comm["dst_id"], comm.get("dst_kind"))
-    port = pd.to_numeric(comm["dst_port"], errors="coerce").fillna(0).astype(np.int64).to_numpy()
-    allow, rule_index = FlowDecider(engine, table).decide(src, dst, comm["proto"].astype(object).to_numpy(), port)
+    if positions is None:
+        positions = (table.locate(comm["src_id"], comm.get("src_kind")), table.locate(comm["dst_id"], comm.get("dst_kind")))
+    allow, rule_index = _decide_indexes(comm, engine, table, positions)
     return allow, engine.rule_names(rule_index)
 
 
@@ -451,21 +486,23 @@ def _external_addresses(twin: Twin) -> list[str]:
     return sorted(ext["address"].dropna().astype(str).unique())
 
 
-def _flows(twin: Twin, site: SiteConfig, engines: dict[str, PolicyEngine], tables: dict[str, EndpointTable]) -> pd.DataFrame:
+def _flows(twin: Twin, site: SiteConfig, engines: dict[str, PolicyEngine], tables: dict[str, EndpointTable],
+           view: pd.DataFrame | None = None) -> pd.DataFrame:
     comm = twin.communications
     if comm.empty:
         return pd.DataFrame({col: pd.Series(dtype=object) for col in FLOW_COLUMNS})
-    view = device_view(twin, site)
+    if view is None:
+        view = device_view(twin, site)
     src_kind = comm["src_kind"] if "src_kind" in comm else pd.Series("device", index=comm.index)
     dst_kind = comm["dst_kind"] if "dst_kind" in comm else pd.Series("device", index=comm.index)
     src = _endpoint_info(comm["src_id"], src_kind, view)
     dst = _endpoint_info(comm["dst_id"], dst_kind, view)
     frame = pd.DataFrame(
         {
-            "src_id": comm["src_id"].astype(str).to_numpy(dtype=object),
+            "src_id": comm["src_id"].astype(str).array,
             "src_kind": src_kind.astype(object).to_numpy(),
             "src_label": src["label"], "src_ip": src["ip"], "src_segment": src["segment_id"],
-            "dst_id": comm["dst_id"].astype(str).to_numpy(dtype=object),
+            "dst_id": comm["dst_id"].astype(str).array,
             "dst_kind": dst_kind.astype(object).to_numpy(),
             "dst_label": dst["label"], "dst_ip": dst["ip"], "dst_segment": dst["segment_id"],
             "proto": comm["proto"].astype(object).where(comm["proto"].notna(), "").astype(str).str.lower().to_numpy(dtype=object),
@@ -475,18 +512,35 @@ def _flows(twin: Twin, site: SiteConfig, engines: dict[str, PolicyEngine], table
             "flows": comm["flows"].to_numpy() if "flows" in comm else 0,
         }
     )
+    positions = None
+    allow: dict[str, np.ndarray] = {}
+    rule_index: dict[str, np.ndarray] = {}
     for which in ("current", "proposed"):
-        allow, rules = decide_communications(comm, twin, engines[which], tables[which])
-        frame[f"{which}_action"] = np.where(allow, "allow", "deny").astype(object)
-        frame[f"{which}_rule"] = rules
-    cur_allow = frame["current_action"].to_numpy() == "allow"
-    new_allow = frame["proposed_action"].to_numpy() == "allow"
-    frame["change"] = np.select(
-        [cur_allow & ~new_allow, ~cur_allow & new_allow, frame["current_rule"].to_numpy() != frame["proposed_rule"].to_numpy()],
-        ["newly_blocked", "newly_allowed", "rule_changed"],
-        default="unchanged",
-    ).astype(object)
+        table = tables[which]
+        # Both tables list the same endpoints, so the rows are located once.
+        if positions is None or not table.names.equals(tables["current"].names):
+            positions = (table.locate(comm["src_id"], comm.get("src_kind")), table.locate(comm["dst_id"], comm.get("dst_kind")))
+        allow[which], rule_index[which] = _decide_indexes(comm, engines[which], table, positions)
+        # Text columns are taken from a few distinct strings by code, which skips
+        # converting a million Python strings to the frame's string dtype.
+        frame[f"{which}_action"] = _ACTIONS.take(np.where(allow[which], 0, 1))
+        frame[f"{which}_rule"] = pd.array(engines[which].rule_names(np.arange(-3, len(engines[which].rules))), dtype="str").take(rule_index[which] + 3)
+    cur_allow, new_allow = allow["current"], allow["proposed"]
+    rule_changed = frame["current_rule"].to_numpy(dtype=object) != frame["proposed_rule"].to_numpy(dtype=object)
+    change = np.select([cur_allow & ~new_allow, ~cur_allow & new_allow, rule_changed], [0, 1, 2], default=3)
+    frame["change"] = _CHANGES.take(change)
     return frame[FLOW_COLUMNS]
+
+
+_ACTIONS = pd.array(["allow", "deny"], dtype="str")
+_CHANGES = pd.array(["newly_blocked", "newly_allowed", "rule_changed", "unchanged"], dtype="str")
+
+
+def _decide_indexes(comm: pd.DataFrame, engine: PolicyEngine, table: EndpointTable, positions) -> tuple[np.ndarray, np.ndarray]:
+    """Return (allow, rule index) of communication rows at the given endpoint positions."""
+    src, dst = positions
+    port = pd.to_numeric(comm["dst_port"], errors="coerce").fillna(0).astype(np.int64).to_numpy()
+    return FlowDecider(engine, table).decide(src, dst, comm["proto"].astype(object).to_numpy(), port)
 
 
 # ---------------------------------------------------------------------------
@@ -744,58 +798,98 @@ def _exposure(twin: Twin, site: SiteConfig, flows: pd.DataFrame) -> pd.DataFrame
 # Attack paths
 
 
-def _min_hops(graph: ReachGraph, max_hops: int) -> list[tuple[int, int, int, np.ndarray]]:
-    """Return (entry node, target node, hops, parent array) per reachable pair, by breadth-first search.
+def _min_hops(graph: ReachGraph, max_hops: int) -> Iterator[tuple[int, int, int, list[int]]]:
+    """Yield (entry node, target node, hops, path nodes) per reachable pair, by breadth-first search.
 
     Intermediate nodes must be passable (not External), as in
     :func:`twin.analysis._reach.iter_paths`. The entry node itself is not
     marked at the start, so a group that is both entry and target is
     reached again through a cycle (two of its members form a pair).
+    Pairs come in entry order, then target order. A node's parent on the
+    path is the first frontier node, in ascending order, with an edge to it.
+
+    The searches of up to ``BFS_BATCH_STATES // n`` entries run together,
+    as one search over (entry, node) states, so the numpy work per hop is
+    shared by the batch instead of repeated per entry.
     """
-    found = []
     n = graph.n
-    for entry in np.flatnonzero(graph.is_entry):
-        dist = np.full(n, -1, dtype=np.int64)
-        parent = np.full(n, -1, dtype=np.int64)
-        frontier = np.array([entry], dtype=np.int64)
-        for hops in range(1, max_hops + 1):
-            keys = graph.src_key[frontier]
-            starts, stops = graph.indptr[keys], graph.indptr[keys + 1]
-            counts = stops - starts
-            total = int(counts.sum())
-            if total == 0:
-                break
-            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
-            neighbours = graph.indices[offsets]
-            parents = np.repeat(frontier, counts)
-            new = dist[neighbours] < 0
-            neighbours, parents = neighbours[new], parents[new]
-            if not len(neighbours):
-                break
-            nodes, first = np.unique(neighbours, return_index=True)
-            dist[nodes] = hops
-            parent[nodes] = parents[first]
-            frontier = nodes[graph.passable[nodes] & (nodes != entry)]
-            if not len(frontier):
-                break
-        for target in np.flatnonzero(graph.is_target & (dist > 0)):
-            found.append((int(entry), int(target), int(dist[target]), parent))
-    return found
+    entries = np.flatnonzero(graph.is_entry)
+    if not n or not len(entries):
+        return
+    passable = graph.passable
+    batch = max(1, BFS_BATCH_STATES // n)
+    for begin in range(0, len(entries), batch):
+        yield from _min_hops_batch(graph, entries[begin : begin + batch], max_hops, passable)
 
 
-def _path_nodes(entry: int, target: int, hops: int, parent: np.ndarray) -> list[int]:
-    nodes = [target]
-    node = target
-    for _ in range(hops):
-        node = int(parent[node])
-        nodes.append(node)
-    return nodes[::-1]
+def _min_hops_batch(graph: ReachGraph, entries: np.ndarray, max_hops: int, passable: np.ndarray) -> Iterator[tuple[int, int, int, list[int]]]:
+    # A state is (slot, node) with slot the entry's index in ``entries``, keyed slot * n + node.
+    n = graph.n
+    seen = np.zeros(0, dtype=np.int64)
+    found_keys, found_parents, found_hops = [], [], []
+    f_slot, f_node = np.arange(len(entries), dtype=np.int64), entries.astype(np.int64)
+    for hops in range(1, max_hops + 1):
+        keys = graph.src_key[f_node]
+        starts, stops = graph.indptr[keys], graph.indptr[keys + 1]
+        counts = stops - starts
+        total = int(counts.sum())
+        if total == 0:
+            break
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
+        state = np.repeat(f_slot, counts) * n + graph.indices[offsets]
+        parents = np.repeat(f_node, counts)
+        new = ~_in_sorted(state, seen)
+        state, parents = state[new], parents[new]
+        if not len(state):
+            break
+        # Sorted states with the first occurrence of each: within one entry, the
+        # lowest frontier node that reaches a node becomes its parent.
+        state, first = np.unique(state, return_index=True)
+        found_keys.append(state)
+        found_parents.append(parents[first])
+        found_hops.append(np.full(len(state), hops, dtype=np.int64))
+        seen = np.union1d(seen, state)
+        slot, node = state // n, state % n
+        keep = passable[node] & (node != entries[slot])
+        f_slot, f_node = slot[keep], node[keep]
+    if not found_keys:
+        return
+    keys = np.concatenate(found_keys)
+    parent = np.concatenate(found_parents)
+    dist = np.concatenate(found_hops)
+    order = np.argsort(keys, kind="stable")
+    keys, parent, dist = keys[order], parent[order], dist[order]
+    is_target = graph.is_target[keys % n]
+    t_keys, t_hops = keys[is_target], dist[is_target]
+    if not len(t_keys):
+        return
+    # Walk the parents back to the entry, one hop per column, for all targets at once.
+    t_slot = t_keys // n
+    paths = np.full((len(t_keys), max_hops + 1), -1, dtype=np.int64)
+    paths[:, 0] = t_keys % n
+    current = t_keys
+    for step in range(1, int(t_hops.max()) + 1):
+        active = t_hops >= step
+        at = np.searchsorted(keys, current[active])
+        paths[active, step] = parent[at]
+        current = current.copy()
+        current[active] = t_slot[active] * n + parent[at]
+    for i in range(len(t_keys)):
+        hops = int(t_hops[i])
+        yield int(entries[t_slot[i]]), int(paths[i, 0]), hops, paths[i, hops::-1].tolist()
+
+
+def _in_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Return a bool mask of ``values`` present in the sorted array ``sorted_values``."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
 
 
 def _pairs(graph: ReachGraph, max_hops: int, labels: dict, mode: str, warnings: list[str]) -> dict[tuple[str, str], tuple[int, str]]:
     out: dict[tuple[str, str], tuple[int, str]] = {}
-    for entry, target, hops, parent in _min_hops(graph, max_hops):
-        nodes = _path_nodes(entry, target, hops, parent)
+    for entry, target, hops, nodes in _min_hops(graph, max_hops):
         middle = [labels.get(graph.members[x][0], graph.members[x][0]) for x in nodes[1:-1]]
         for e in graph.members[entry]:
             for t in graph.members[target]:
@@ -819,8 +913,8 @@ def _attack_paths(twin: Twin, site: SiteConfig, engines, flows: pd.DataFrame, mo
     for mode in modes:
         found = {}
         # Observed mode also searches today's network, every recorded
-        # communication, so a path that exists today and that the proposal
-        # would stop counts as cut even when the current policy denies it too.
+        # communication: a path that exists today and that both policies stop
+        # is an enforcement gap, not something the proposal changes.
         variants = ("today", "current", "proposed") if mode == "observed" else ("current", "proposed")
         for which in variants:
             if mode == "observed":
@@ -841,7 +935,9 @@ def _attack_paths(twin: Twin, site: SiteConfig, engines, flows: pd.DataFrame, mo
         for entry, target in keys:
             today = baseline.get((entry, target))
             cur, new = found["current"].get((entry, target)), found["proposed"].get((entry, target))
-            if new is None:
+            if cur is None and new is None:
+                change = "unenforced"
+            elif new is None:
                 change = "cut"
             elif cur is None:
                 change = "opened"
@@ -912,7 +1008,8 @@ def simulate(
     signature, service) keys and R rules. A workflow costs
     O(A * B * P) for A source groups, B destination groups and P service
     points, never a loop over device pairs. Attack paths cost one
-    breadth-first search per entry node of each graph.
+    breadth-first search per entry node of each graph, run for batches of
+    entries at once (:data:`BFS_BATCH_STATES`).
     """
     for mode in modes:
         if mode not in MODES:
@@ -924,7 +1021,7 @@ def simulate(
     tables = {k: EndpointTable.build(e, twin.devices, twin.communications, externals) for k, e in engines.items()}
     view = device_view(twin, site)
 
-    flows = _flows(twin, site, engines, tables)
+    flows = _flows(twin, site, engines, tables, view)
     checker = _WorkflowChecker(twin, site, engines, tables, flows, view)
     workflows = _workflows(checker, current_policy, proposed_policy)
     resolved, introduced = _violations(twin, site, engines)
@@ -936,6 +1033,7 @@ def simulate(
     newly_allowed = flows[flows["change"] == "newly_allowed"].reset_index(drop=True)
     cut = paths[paths["change"] == "cut"].reset_index(drop=True)
     opened = paths[paths["change"] == "opened"].reset_index(drop=True)
+    unenforced = paths[paths["change"] == "unenforced"].reset_index(drop=True)
     summary = {
         "newly_blocked": len(newly_blocked),
         "newly_allowed": len(newly_allowed),
@@ -944,16 +1042,19 @@ def simulate(
         "violations_introduced": len(introduced),
         "attack_paths_cut": len(cut),
         "attack_paths_opened": len(opened),
+        "attack_paths_unenforced": len(unenforced),
         "exposure_before": int(exposure["current_allowed"].sum()) if not exposure.empty else 0,
         "exposure_after": int(exposure["proposed_allowed"].sum()) if not exposure.empty else 0,
     }
     log.info("simulated %d rules against %d (run %s): %s", len(proposed_policy.rules), len(current_policy.rules), twin.run_id, summary)
-    return SimulationResult(
+    result = SimulationResult(
         current=current_policy, proposed=proposed_policy, flows=flows, newly_blocked=newly_blocked,
         newly_allowed=newly_allowed, workflows_broken=workflows, violations_resolved=resolved,
         violations_introduced=introduced, attack_paths=paths, attack_paths_cut=cut, attack_paths_opened=opened,
-        exposure=exposure, summary=summary, warnings=warnings,
+        exposure=exposure, summary=summary, warnings=warnings, attack_paths_unenforced=unenforced,
     )
+    summary["workflows_newly_broken"] = len(result.newly_broken_workflow_names())
+    return result
 
 
 def simulate_workspace(ws, proposed: Policy | str | Path | dict, snapshot: str | None = None, **params) -> SimulationResult:

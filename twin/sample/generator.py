@@ -92,11 +92,11 @@ _TRUTH_HEADER = """\
 #                       introduced ones.
 #   attack_paths_cut, attack_paths_opened: mode (observed: edges are the
 #                       observed communications the policy allows), entry
-#                       and target as in attack_paths. Cut: reachable within
-#                       max_hops over every observed communication (today's
-#                       network) and not under the proposed policy. Opened:
-#                       reachable under the proposed policy and not under
-#                       the current one.
+#                       and target as in attack_paths; a pair reachable
+#                       within max_hops under one policy and not the other.
+#   attack_paths_unenforced: pairs reachable over every observed
+#                       communication (today's network) and under neither
+#                       policy: gaps in enforcement, not in the policy.
 #   exposure_before, exposure_after: external_exposure rows whose
 #                       communication the current and the proposed policy
 #                       allow.

@@ -151,7 +151,8 @@ def simulation_truth(plan: SitePlan, site: dict, proposed: dict, edges: Edges) -
         proposed policy), ``workflows_broken``, ``violations_resolved``
         (rule of the current policy), ``violations_introduced`` (rule of the
         proposed policy), ``attack_paths_cut`` and ``attack_paths_opened``
-        (observed mode), ``exposure_before`` and ``exposure_after``.
+        and ``attack_paths_unenforced`` (observed mode), ``exposure_before``
+        and ``exposure_after``.
     """
     current = site["policy"]
     nodes = node_table(plan, edges.externals)
@@ -162,9 +163,8 @@ def simulation_truth(plan: SitePlan, site: dict, proposed: dict, edges: Edges) -
         return {(p["entry"], p["target"]) for p in _attack_paths(plan, site, edges, nodes, keep)}
 
     cur_paths, new_paths = path_keys(cur_allowed), path_keys(new_allowed)
-    # A path is cut when it exists in today's network (every edge) and the
-    # proposed policy stops it; opened when the proposal lets through a
-    # path the current policy stops.
+    # Paths that exist in today's network (every edge) and that both
+    # policies stop are unenforced: the gap is enforcement, not the policy.
     today_paths = path_keys(np.ones(len(edges.src), dtype=bool))
     exposure_allowed = {"before": 0, "after": 0}
     lookup = {(int(s), int(d), int(p), int(q)): i for i, (s, d, p, q)
@@ -181,8 +181,10 @@ def simulation_truth(plan: SitePlan, site: dict, proposed: dict, edges: Edges) -
         "workflows_broken": _broken_workflows(current, proposed, nodes, edges.externals),
         "violations_resolved": _flow_rows(edges, nodes, np.flatnonzero(~cur_allowed & new_allowed), cur_rule),
         "violations_introduced": _flow_rows(edges, nodes, np.flatnonzero(cur_allowed & ~new_allowed), new_rule),
-        "attack_paths_cut": [{"mode": "observed", "entry": e, "target": t} for e, t in sorted(today_paths - new_paths)],
+        "attack_paths_cut": [{"mode": "observed", "entry": e, "target": t} for e, t in sorted(cur_paths - new_paths)],
         "attack_paths_opened": [{"mode": "observed", "entry": e, "target": t} for e, t in sorted(new_paths - cur_paths)],
+        "attack_paths_unenforced": [{"mode": "observed", "entry": e, "target": t}
+                                    for e, t in sorted(today_paths - cur_paths - new_paths)],
         "exposure_before": exposure_allowed["before"],
         "exposure_after": exposure_allowed["after"],
     }
