@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -95,8 +96,32 @@ def server(tmp_path_factory):
         log.close()
 
 
+# URL schemes that never reach the network (inline images, the srcdoc frame).
+LOCAL_SCHEMES = ("data", "blob", "about")
+
+
+def _is_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in LOCAL_SCHEMES or parts.hostname == "127.0.0.1"
+
+
 @pytest.fixture(scope="module")
-def browser_page(server, tmp_path_factory):
+def requests_seen() -> list[str]:
+    """Every URL the browser requested, in order (filled by the browser_page fixture)."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def no_external_requests(requests_seen):
+    """Fail a test when its pages requested anything but the loopback server."""
+    start = len(requests_seen)
+    yield
+    external = [url for url in requests_seen[start:] if not _is_loopback(url)]
+    assert not external, f"requests outside 127.0.0.1: {external[:5]}"
+
+
+@pytest.fixture(scope="module")
+def browser_page(server, tmp_path_factory, requests_seen):
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
@@ -106,6 +131,7 @@ def browser_page(server, tmp_path_factory):
             args=CHROMIUM_FLAGS,
             viewport={"width": 1500, "height": 1000},
         )
+        context.on("request", lambda request: requests_seen.append(request.url))
         try:
             yield context.new_page()
         finally:
@@ -159,6 +185,14 @@ def test_map_draws(server, browser_page):
     assert frame.evaluate("() => Array.from(document.scripts).filter(s => s.src).length") == 0
     time.sleep(1)
     _save(browser_page, "app-map.png", workdir)
+
+
+def test_map_at_map_path(server, browser_page):
+    base, _ = server
+    browser_page.goto(f"{base}/map", timeout=ELEMENT_TIMEOUT_MS)
+    frame = _map_frame(browser_page)
+    assert frame.evaluate("() => Object.keys(network.body.nodes).length") > 10
+    assert browser_page.get_by_text("Page not found").count() == 0
 
 
 def test_attack_paths_page(server, browser_page):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -312,9 +313,9 @@ def test_unassigned_devices_grouped_per_building():
         ("building:A", "site", 2),
         ("building:Annex", "site", 1),
         ("segment:s1", "building:A", 1),
-        ("segment:(unassigned)/A", "building:A", 1),
-        ("segment:(unassigned)/Annex", "building:Annex", 1),
-        ("segment:(unassigned)", "site", 1),
+        ("segment:(no segment)/A", "building:A", 1),
+        ("segment:(no segment)/Annex", "building:Annex", 1),
+        ("segment:(no segment)", "site", 1),
         ("internet", "site", 0),
     }
     assert drawn == expected
@@ -322,13 +323,34 @@ def test_unassigned_devices_grouped_per_building():
     assert set(zip(comm["src"], comm["dst"], strict=True)) == {("segment:s1", "internet")}
 
 
-def test_segment_colour_is_stable():
-    one = _small_site([{"id": "pumps"}])
-    two = _small_site([{"id": "aaa"}, {"id": "pumps"}, {"id": "zzz"}])
-    twin = twin_from_records([{"device_id": "d1", "segment_id": "pumps"}])
-    colour_one = mapview.build_view(twin, one).nodes.set_index("id").at["segment:pumps", "color"]
-    colour_two = mapview.build_view(twin, two).nodes.set_index("id").at["segment:pumps", "color"]
-    assert colour_one == colour_two
+def test_segment_colours_distinct_per_site(hospital):
+    twin, site = hospital
+    view = mapview.build_view(twin, site)
+    segments = view.nodes[(view.nodes["level"] == "segment") & (view.nodes["kind"] != "external")]
+    assigned = segments[~segments["segment_id"].astype(str).str.startswith(mapview.UNASSIGNED)]
+    assert len(assigned) <= len(mapview.SEGMENT_PALETTE)
+    assert assigned["color"].is_unique, assigned[assigned["color"].duplicated(keep=False)][["id", "color"]].to_string()
+
+
+def test_segment_colour_same_across_views(hospital):
+    twin, site = hospital
+    plain = mapview.build_view(twin, site).nodes.set_index("id")["color"]
+    expanded = mapview.build_view(twin, site, expand=["segment:a-pumps"]).nodes.set_index("id")["color"]
+    shared = plain.index.intersection(expanded.index)
+    assert plain[shared].to_dict() == expanded[shared].to_dict()
+
+
+def test_colour_by_class_colours_collapsed_segments(hospital):
+    twin, site = hospital
+    view = mapview.build_view(twin, site, colour_by="class")
+    segments = view.nodes[(view.nodes["level"] == "segment") & (view.nodes["kind"] != "external")].set_index("segment_id")
+    devices = twin.devices
+    for seg_id in ("a-pumps", "b-it"):
+        counts = devices.loc[devices["segment_id"] == seg_id, "device_class"].value_counts()
+        top = sorted(cls for cls, n in counts.items() if n == counts.max())[0]
+        assert segments.at[seg_id, "color"] == mapview.CLASS_COLOUR[top], seg_id
+        assert any(label.startswith(f"{top} (") for label, _ in view.legend), top
+    assert segments["color"].nunique() > 1
 
 
 def test_colour_by_class_uses_roles():
@@ -441,3 +463,38 @@ def test_communication_edges_capped_by_flows(monkeypatch):
     view = mapview.build_view(twin, site)
     edges = view.edges[view.edges["kind"] == "communication"]
     assert set(zip(edges["src"], edges["dst"], edges["weight"], strict=True)) == {("segment:s3", "segment:s0", 40), ("segment:s2", "segment:s3", 30)}
+
+
+def test_label_fonts_grow_with_extent(hospital):
+    twin, site = hospital
+    small = mapview.label_font_sizes(mapview.build_view(twin, site).nodes)
+    expanded = mapview.build_view(twin, site, expand=["segment:a-pumps", "segment:b-it", "segment:c-imaging"])
+    large = mapview.label_font_sizes(expanded.nodes)
+    for level in ("segment", "class"):
+        assert large[level] >= small[level] >= mapview.FONT_SIZE[level]
+        assert large[level] <= mapview.FONT_SIZE[level] * mapview.LABEL_FONT_SCALE_MAX
+    # At the initial fit, a segment label is at least its minimum on-screen size (or the cap).
+    nodes = expanded.nodes
+    width = np.ptp(nodes["x"]) + 2 * nodes["size"].max()
+    height = np.ptp(nodes["y"]) + 2 * nodes["size"].max()
+    scale = min(mapview.FIT_VIEWPORT_PX[0] / width, mapview.FIT_VIEWPORT_PX[1] / height)
+    capped = mapview.FONT_SIZE["segment"] * mapview.LABEL_FONT_SCALE_MAX
+    assert large["segment"] * scale >= mapview.MIN_SCREEN_FONT_PX["segment"] - 0.1 or large["segment"] == capped
+    assert large["device"] == mapview.FONT_SIZE["device"]
+
+
+def test_html_keeps_labels_when_zoomed_out(hospital):
+    twin, site = hospital
+    view = mapview.build_view(twin, site, expand=["segment:a-pumps"])
+    html = mapview.render_html(view)
+    options = re.search(r"var options = (\{.*?\});\n", html, re.DOTALL)
+    assert options is not None
+    assert f'"drawThreshold": {mapview.LABEL_DRAW_THRESHOLD}' in options.group(1)
+    fonts = mapview.label_font_sizes(view.nodes)
+    data = re.search(r"nodes = new vis\.DataSet\((\[.*?\])\);", html, re.DOTALL)
+    assert data is not None
+    drawn = {node["id"]: node["font"]["size"] for node in json.loads(data.group(1))}
+    levels = view.nodes.set_index("id")["level"]
+    assert {node_id: size for node_id, size in drawn.items() if levels[node_id] == "segment"} == {
+        node_id: fonts["segment"] for node_id in levels.index if levels[node_id] == "segment"
+    }

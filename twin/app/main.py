@@ -15,15 +15,20 @@ import streamlit as st
 
 from twin.app import data
 
-__all__ = ["PAGES", "PAGES_DIR", "main", "sidebar"]
+__all__ = ["PAGES", "PAGES_DIR", "PAGE_ICON", "MAP_ALIAS_PATH", "main", "sidebar"]
 
 log = logging.getLogger(__name__)
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
-# (file in PAGES_DIR, title, URL path, icon), in menu order; the first is the default page.
+# Browser-tab icon. An emoji, because Streamlit draws it as an inline SVG, while a
+# ":material/...:" icon makes the browser fetch it from fonts.gstatic.com.
+PAGE_ICON = "🏥"
+
+# (file in PAGES_DIR, title, URL path, icon), in menu order. The first is the
+# default page, served at "/"; Streamlit ignores its URL path.
 PAGES: tuple[tuple[str, str, str, str], ...] = (
-    ("map.py", "Map", "map", ":material/hub:"),
+    ("map.py", "Map", "map-view", ":material/hub:"),
     ("device.py", "Device", "device", ":material/devices:"),
     ("findings.py", "Findings", "findings", ":material/report:"),
     ("attack_paths.py", "Attack paths", "attack-paths", ":material/route:"),
@@ -73,13 +78,25 @@ def sidebar() -> data.AppContext | None:
     return ctx
 
 
+# Second URL of the default (map) page, so /map opens the map as the other pages' paths suggest.
+MAP_ALIAS_PATH = "map"
+
+
+def _map_alias() -> None:
+    from twin.app.pages import map as map_page
+
+    map_page.render()
+
+
 def main() -> None:
     """Run one pass of the app: page config, sidebar, then the selected page."""
-    st.set_page_config(page_title="iomt-twin", page_icon=":material/hub:", layout="wide")
+    st.set_page_config(page_title="iomt-twin", page_icon=PAGE_ICON, layout="wide")
     pages = [
         st.Page(PAGES_DIR / file, title=title, url_path=url, icon=icon, default=index == 0)
         for index, (file, title, url, icon) in enumerate(PAGES)
     ]
+    # The default page's own path is "", so /map needs a page of its own, hidden from the menu.
+    pages.append(st.Page(_map_alias, title=PAGES[0][1], url_path=MAP_ALIAS_PATH, icon=PAGES[0][3], visibility="hidden"))
     page = st.navigation(pages)
     data.set_context(sidebar())
     try:

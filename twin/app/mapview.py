@@ -18,9 +18,9 @@ Node ids
 --------
 ``site``, ``building:<name>``, ``segment:<id>``, ``class:<segment id>/<class>``,
 ``device:<device id>``, ``more:<class node id>`` and ``internet``. Devices
-in no segment sit under ``segment:(unassigned)/<building>`` (or
-``segment:(unassigned)`` under the site when their building is unknown);
-the segment id of that group is ``(unassigned)/<building>``.
+in no segment sit under ``segment:(no segment)/<building>`` (or
+``segment:(no segment)`` under the site when their building is unknown);
+the segment id of that group is ``(no segment)/<building>``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ __all__ = [
     "SIZE_BY",
     "LEVELS",
     "NODE_COLUMNS",
+    "label_font_sizes",
     "EDGE_COLUMNS",
     "SELECT_MESSAGE_TYPE",
     "MapView",
@@ -89,7 +90,8 @@ EDGE_COLUMNS = ["src", "dst", "kind", "weight", "width", "color", "title", "dash
 # The ``type`` of the message posted to the parent window when a node is clicked.
 SELECT_MESSAGE_TYPE = "twin-map-select"
 
-UNASSIGNED = "(unassigned)"
+# Segment id of the group of devices in no segment; every page shows these devices under this name.
+UNASSIGNED = "(no segment)"
 INTERNET_ID = "internet"
 
 # Radius of a node of each level before scaling (canvas units).
@@ -102,13 +104,26 @@ RISK_SCALE = 0.35
 RISK_SCALE_MAX = 2.5
 # Label font size per level (px). The layout reserves room below each node for its label lines.
 FONT_SIZE = {"site": 18, "building": 16, "segment": 14, "class": 12, "device": 10, "more": 11}
+# Screen size (px) that site, building, segment and class labels keep when the
+# browser fits the whole view: their font grows with the view's extent, up to
+# LABEL_FONT_SCALE_MAX times FONT_SIZE. Device labels keep FONT_SIZE.
+MIN_SCREEN_FONT_PX = {"site": 14, "building": 13, "segment": 12, "class": 11}
+LABEL_FONT_SCALE_MAX = 4.0
+# Map frame size (px) assumed for the initial fit: the app's frame is about this wide and MAP_HEIGHT_PX high.
+# NOTE: the real width depends on the browser window; a narrower window draws these labels smaller.
+FIT_VIEWPORT_PX = (1100.0, 720.0)
+# Screen font size (px) under which vis-network stops drawing a label (vis-network's default is 5).
+LABEL_DRAW_THRESHOLD = 1
 
-# Stable palette for segments, chosen by a CRC-32 of the segment id, so a
-# segment keeps its colour when other segments come and go.
+# Categorical palette for segments (36 colours). Segments take the colours in
+# the map's segment order (by building, then id), so the segments of one
+# building, which sit next to each other, get different colours, and up to
+# 36 segments never share one. Consecutive entries differ strongly in hue.
 SEGMENT_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-    "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
-    "#31a354", "#756bb1", "#636363", "#969696",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+    "#393b79", "#e6550d", "#31a354", "#843c39", "#7b4173", "#3182bd", "#fdae6b", "#74c476", "#d6616b",
+    "#a55194", "#637939", "#9c9ede", "#8c6d31", "#fd8d3c", "#6baed6", "#ad494a", "#ce6dbd", "#bd9e39",
+    "#5254a3", "#e7969c", "#006d2c", "#08519c", "#a63603", "#54278f", "#b15928", "#01665e", "#f781bf",
 )
 # Shades per role when colouring by device class: medical warm, IT cool, network grey.
 ROLE_PALETTE = {
@@ -779,7 +794,7 @@ def _node_frame(nodes, prepared, visible, device_risk, colour_by, size_by, edges
     highlighted[0] = False
     frame["highlighted"] = highlighted
 
-    frame["color"] = _colours(frame, prepared, colour_by)
+    frame["color"], frame["colour_class"] = _colours(frame, prepared, colour_by)
     frame["size"] = _sizes(frame, size_by)
     frame["shape"] = [SHAPES[level] if kind != "external" else "diamond" for level, kind in zip(frame["level"], frame["kind"], strict=True)]
     frame["label"] = [_node_label(row) for row in frame.itertuples(index=False)]
@@ -801,30 +816,57 @@ def _expandable(frame: pd.DataFrame, position: dict[str, int]) -> np.ndarray:
     return out
 
 
-def _segment_colour(segment_id: str) -> str:
-    return SEGMENT_PALETTE[zlib.crc32(str(segment_id).encode("utf-8")) % len(SEGMENT_PALETTE)]
+def _segment_colours(prepared: _Prepared) -> dict[str, str]:
+    """Return the colour of every segment group, in the groups' order (building, then id)."""
+    ids = [str(i) for i, kind in zip(prepared.groups["segment_id"], prepared.groups["kind"], strict=True) if kind != "unassigned"]
+    return {seg_id: SEGMENT_PALETTE[i % len(SEGMENT_PALETTE)] for i, seg_id in enumerate(ids)}
 
 
-def _colours(frame: pd.DataFrame, prepared: _Prepared, colour_by: str) -> list[str]:
-    colours = []
+def _dominant_classes(prepared: _Prepared) -> dict[str, str]:
+    """Return the most common device class of each segment group (ties: the class name first in order)."""
+    if not len(prepared.device_ids):
+        return {}
+    frame = pd.DataFrame({"g": prepared.group_code, "c": pd.Series(prepared.classes, dtype=object).fillna("unknown").astype(str)})
+    frame = frame[frame["g"] >= 0]
+    counts = frame.groupby(["g", "c"]).size().reset_index(name="n").sort_values(["g", "n", "c"], ascending=[True, False, True], kind="stable")
+    first = counts.drop_duplicates("g")
+    ids = prepared.groups["segment_id"].to_numpy(dtype=object)
+    return {str(ids[g]): c for g, c in zip(first["g"], first["c"], strict=True)}
+
+
+def _colours(frame: pd.DataFrame, prepared: _Prepared, colour_by: str) -> tuple[list[str], list[str | None]]:
+    """Return each node's colour and, when colouring by class, the class that colour stands for."""
+    colours: list[str] = []
+    classes: list[str | None] = []
+    by_segment = _segment_colours(prepared)
+    dominant = _dominant_classes(prepared) if colour_by == "class" else {}
     for level, kind, seg_id, cls in zip(frame["level"], frame["kind"], frame["segment_id"], frame["device_class"], strict=True):
+        shown_class = None
         if level == "site":
-            colours.append(SITE_COLOUR)
+            colour = SITE_COLOUR
         elif level == "building":
-            colours.append(BUILDING_COLOUR)
+            colour = BUILDING_COLOUR
         elif kind == "external":
-            colours.append(INTERNET_COLOUR)
+            colour = INTERNET_COLOUR
         elif level == "more":
-            colours.append(MORE_COLOUR)
-        elif kind == "unassigned" and (colour_by == "segment" or level == "segment"):
-            colours.append(UNASSIGNED_COLOUR)
+            colour = MORE_COLOUR
+        elif kind == "unassigned" and colour_by == "segment":
+            colour = UNASSIGNED_COLOUR
         elif colour_by == "class" and isinstance(cls, str):
-            colours.append(CLASS_COLOUR.get(cls, ROLE_PALETTE["unknown"][0]))
+            colour, shown_class = CLASS_COLOUR.get(cls, ROLE_PALETTE["unknown"][0]), cls
+        elif colour_by == "class" and level == "segment" and seg_id in dominant:
+            # A collapsed segment takes the colour of its most common class.
+            shown_class = dominant[seg_id]
+            colour = CLASS_COLOUR.get(shown_class, ROLE_PALETTE["unknown"][0])
         elif colour_by == "class":
-            colours.append(ROLE_PALETTE["network"][2])
+            colour = ROLE_PALETTE["network"][2]
+        elif kind == "unassigned":
+            colour = UNASSIGNED_COLOUR
         else:
-            colours.append(_segment_colour(seg_id))
-    return colours
+            colour = by_segment.get(str(seg_id), SEGMENT_PALETTE[0])
+        colours.append(colour)
+        classes.append(shown_class)
+    return colours, classes
 
 
 def _sizes(frame: pd.DataFrame, size_by: str) -> np.ndarray:
@@ -914,15 +956,15 @@ def _legend(frame: pd.DataFrame, colour_by: str) -> list[tuple[str, str]]:
     seen: set[tuple[str, str]] = set()
     if colour_by == "segment":
         items = [
-            (f"segment {sid}" if kind != "unassigned" else "no segment", colour)
+            (f"segment {sid}" if kind != "unassigned" else UNASSIGNED, colour)
             for sid, kind, colour, level in zip(frame["segment_id"], frame["kind"], frame["color"], frame["level"], strict=True)
             if level == "segment" and kind != "external"
         ]
     else:
         items = [
             (f"{cls} ({ROLE_OF_CLASS.get(cls, 'unknown')})", colour)
-            for cls, colour, level in zip(frame["device_class"], frame["color"], frame["level"], strict=True)
-            if level in ("class", "device") and isinstance(cls, str)
+            for cls, colour in zip(frame["colour_class"], frame["color"], strict=True)
+            if isinstance(cls, str)
         ]
         items.sort()
     if (frame["kind"] == "external").any():
@@ -1154,7 +1196,8 @@ def render_html(view: MapView, *, height: str = "720px", physics: bool = False, 
     from pyvis.network import Network
 
     net = Network(height=str(height), width="100%", directed=True, cdn_resources="in_line", heading="")
-    net.nodes = [_vis_node(row) for row in view.nodes.itertuples(index=False)]
+    fonts = label_font_sizes(view.nodes)
+    net.nodes = [_vis_node(row, fonts.get(row.level, FONT_SIZE.get(row.level, 12))) for row in view.nodes.itertuples(index=False)]
     net.edges = [_vis_edge(row) for row in view.edges.itertuples(index=False)]
     net.node_ids = [node["id"] for node in net.nodes]
     net.options = _vis_options(physics, len(net.nodes), len(net.edges))
@@ -1203,7 +1246,30 @@ def _render_template(net, physics: bool) -> str:
     )
 
 
-def _vis_node(row) -> dict:
+def label_font_sizes(nodes: pd.DataFrame, viewport: tuple[float, float] = FIT_VIEWPORT_PX) -> dict[str, float]:
+    """Return the label font size (canvas units) per level, so labels stay readable when the view is fitted.
+
+    vis-network scales fonts with the zoom, so a wide view fitted into
+    ``viewport`` (width, height in px) draws its labels small. Site, building,
+    segment and class labels grow until they are :data:`MIN_SCREEN_FONT_PX`
+    on screen at that fit, by at most :data:`LABEL_FONT_SCALE_MAX` times
+    :data:`FONT_SIZE`. Other levels keep :data:`FONT_SIZE`.
+    """
+    sizes = {level: float(size) for level, size in FONT_SIZE.items()}
+    if nodes.empty:
+        return sizes
+    x = nodes["x"].to_numpy(dtype=float)
+    y = nodes["y"].to_numpy(dtype=float)
+    margin = 2.0 * float(nodes["size"].max())
+    width, height = float(np.ptp(x)) + margin, float(np.ptp(y)) + margin
+    scale = min(viewport[0] / max(width, 1.0), viewport[1] / max(height, 1.0))
+    for level, screen_px in MIN_SCREEN_FONT_PX.items():
+        wanted = screen_px / scale if scale > 0 else sizes[level]
+        sizes[level] = round(min(max(sizes[level], wanted), sizes[level] * LABEL_FONT_SCALE_MAX), 1)
+    return sizes
+
+
+def _vis_node(row, font_size: float) -> dict:
     border = HIGHLIGHT_BORDER if row.highlighted else _darker(row.color)
     return {
         "id": str(row.id),
@@ -1220,7 +1286,7 @@ def _vis_node(row) -> dict:
             "hover": {"background": row.color, "border": "#000000"},
         },
         "borderWidth": 4 if row.highlighted else 1,
-        "font": {"size": FONT_SIZE.get(row.level, 12)},
+        "font": {"size": font_size},
     }
 
 
@@ -1270,6 +1336,10 @@ def _vis_options(physics: bool, n_nodes: int, n_edges: int) -> dict:
             "keyboard": False,
             "multiselect": False,
         },
-        "nodes": {"borderWidth": 1, "font": {"face": "sans-serif", "color": "#212121"}},
+        "nodes": {
+            "borderWidth": 1,
+            "font": {"face": "sans-serif", "color": "#212121", "strokeWidth": 3, "strokeColor": "#ffffff"},
+            "scaling": {"label": {"enabled": False, "drawThreshold": LABEL_DRAW_THRESHOLD}},
+        },
         "edges": {"selectionWidth": 2, "hoverWidth": 1.5},
     }

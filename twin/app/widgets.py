@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from twin.app.data import AppContext, current_context
 from twin.exceptions import ConfigError
 from twin.model.site import Selector
-from twin.report.cells import display_text
+from twin.report.cells import TIME_COLUMNS, display_text, iso_utc
 from twin.report.writers import render_csv
 
 __all__ = [
@@ -34,6 +34,9 @@ __all__ = [
     "display_frame",
     "filter_findings",
     "finding_table",
+    "plural",
+    "is_time_column",
+    "with_endpoint_classes",
     "parse_selector_text",
     "parse_selector_lines",
     "selector_text",
@@ -58,9 +61,12 @@ SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 
 # Columns holding device ids, which get a link to the device page.
 DEVICE_ID_COLUMNS = ("device_id", "src_id", "dst_id", "entry_id", "target_id")
-# Columns holding segment ids and device classes, used by the filters.
+# Columns holding segment ids and device classes, used by the filters. Class
+# columns may hold one class or a list of classes (flat_segments' medical_classes).
 SEGMENT_COLUMNS = ("segment_id", "src_segment", "dst_segment")
-CLASS_COLUMNS = ("device_class", "target_class")
+CLASS_COLUMNS = ("device_class", "target_class", "src_class", "dst_class", "medical_classes", "it_classes")
+# Name suffixes of columns holding epoch seconds, shown as ISO 8601 UTC like the CSV downloads.
+TIME_SUFFIXES = ("_seen", "_at")
 
 # Selector keys accepted in text form, and the Selector field each sets.
 _SELECTOR_KEYS = {
@@ -99,28 +105,77 @@ def device_url(device_id: str) -> str:
     return f"{DEVICE_PAGE_PATH}?device={quote(str(device_id), safe='')}"
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """Return ``count`` and the noun in the matching number.
+
+    >>> plural(1, "row"), plural(2, "row"), plural(0, "policy", "policies")
+    ('1 row', '2 rows', '0 policies')
+    """
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
+def is_time_column(column: str) -> bool:
+    """Return True for columns holding epoch seconds (first_seen, last_seen, seen_at, built_at, any ``*_seen`` or ``*_at``)."""
+    name = str(column)
+    return name in TIME_COLUMNS or name.endswith(TIME_SUFFIXES)
+
+
 def display_frame(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> pd.DataFrame:
     """Return the first ``max_rows`` rows with list, dict and bytes cells turned into escaped text.
 
-    Numeric and boolean columns are kept as they are so the browser sorts them as numbers.
+    Numeric and boolean columns are kept as they are so the browser sorts
+    them as numbers, except epoch-second columns (see :func:`is_time_column`),
+    which become ISO 8601 UTC text as in the CSV downloads.
     """
     head = frame.head(max_rows)
     out = {}
     for column in head.columns:
         series = head[column]
-        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        if is_time_column(column) and pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            out[column] = [iso_utc(value) for value in series]
+        elif pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             out[column] = series.to_numpy()
         else:
             out[column] = [display_text(value, str(column)) for value in series]
     return pd.DataFrame(out, index=range(len(head)), columns=list(head.columns))
 
 
+def with_endpoint_classes(frame: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with ``src_class`` and ``dst_class`` added from the device view, when it has src_id or dst_id.
+
+    Endpoints that are no device (External addresses) get no class. Columns already present are kept.
+    """
+    class_of = dict(zip(view["device_id"].astype(str), view["device_class"]))
+    added = {}
+    for side in ("src", "dst"):
+        if f"{side}_id" in frame.columns and f"{side}_class" not in frame.columns:
+            added[f"{side}_class"] = [class_of.get(str(v)) if isinstance(v, str) else None for v in frame[f"{side}_id"]]
+    if not added:
+        return frame
+    return frame.assign(**{name: pd.Series(values, index=frame.index, dtype=object) for name, values in added.items()})
+
+
+def _cell_values(value: Any) -> list[str]:
+    """Return the values of one cell as text: the items of a list cell, else the cell itself."""
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return [str(v) for v in value]
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return []
+    return [str(value)]
+
+
 def _column_values(frame: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     values: set[str] = set()
     for column in columns:
         if column in frame.columns:
-            values.update(str(v) for v in frame[column].dropna().unique())
+            for cell in frame[column]:
+                values.update(_cell_values(cell))
     return sorted(values)
+
+
+def _hits(series: pd.Series, wanted: set[str]) -> np.ndarray:
+    """Return True per cell holding one of ``wanted`` (any item of a list cell counts)."""
+    return np.fromiter((not wanted.isdisjoint(_cell_values(v)) for v in series), dtype=bool, count=len(series))
 
 
 def filter_findings(
@@ -142,7 +197,9 @@ def filter_findings(
     segments : iterable of str
         Keep rows with one of these in ``segment_id``, ``src_segment`` or ``dst_segment``.
     classes : iterable of str
-        Keep rows with one of these in ``device_class`` or ``target_class``.
+        Keep rows with one of these in a class column: ``device_class``,
+        ``target_class``, ``src_class``, ``dst_class`` or the class lists
+        ``medical_classes`` and ``it_classes``.
     text : str
         Keep rows where any cell's displayed text contains it (case-insensitive).
 
@@ -166,7 +223,7 @@ def filter_findings(
         hit = np.zeros(len(frame), dtype=bool)
         for column in CLASS_COLUMNS:
             if column in frame.columns:
-                hit |= frame[column].astype(object).isin(classes).to_numpy()
+                hit |= _hits(frame[column], classes)
         mask &= hit
     needle = text.strip().lower()
     if needle:
@@ -195,7 +252,7 @@ def finding_table(frame: pd.DataFrame, *, key: str, csv_name: str, filters: bool
         classes = cols[2].multiselect("Device class", _column_values(frame, CLASS_COLUMNS), key=f"{key}-class")
         text = cols[3].text_input("Text contains", key=f"{key}-text")
         shown = filter_findings(frame, severities=severities, segments=segments, classes=classes, text=text)
-    st.caption(f"{len(shown)} of {len(frame)} findings" + (f"; the first {MAX_TABLE_ROWS} are drawn" if len(shown) > MAX_TABLE_ROWS else ""))
+    st.caption(f"{len(shown)} of {plural(len(frame), 'finding')}" + (f"; the first {MAX_TABLE_ROWS} are drawn" if len(shown) > MAX_TABLE_ROWS else ""))
     if shown.empty:
         return shown
     table = display_frame(shown)
@@ -208,7 +265,7 @@ def finding_table(frame: pd.DataFrame, *, key: str, csv_name: str, filters: bool
             config[column] = st.column_config.LinkColumn(column, display_text=r"device=(.*)$")
     show_table(table, hide_index=True, column_config=config, key=f"{key}-table")
     st.download_button(
-        f"Download CSV ({len(shown)} rows)",
+        f"Download CSV ({plural(len(shown), 'row')})",
         render_csv(shown),
         file_name=csv_name,
         mime="text/csv",

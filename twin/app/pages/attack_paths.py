@@ -6,8 +6,10 @@ which a button carries to the simulation page.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -18,6 +20,7 @@ from twin.app.widgets import (
     display_frame,
     finding_table,
     parse_selector_lines,
+    plural,
     require_context,
     selector_text,
     show_error,
@@ -30,6 +33,7 @@ __all__ = [
     "render",
     "paths_table",
     "recommended_rules",
+    "already_denied",
 ]
 
 # Paths drawn on the map when the page opens (count, default 10): the cheapest ones.
@@ -112,6 +116,45 @@ def recommended_rules(choke: pd.DataFrame) -> tuple[list[dict], list[str]]:
     return rules, notes
 
 
+def already_denied(rules: list[dict], twin, site) -> list[list[str]]:
+    """Return, per recommended rule, the current policy's rules that already deny every recorded communication it matches.
+
+    A rule matches the communications from its ``from`` segment (or any
+    External address, for ``internet``) to its ``to`` segment on one of its
+    services. The list is empty when the rule matches no recorded
+    communication or when the current policy allows at least one of them:
+    then the rule changes what the policy decides. A non-empty list means
+    these flows are segment violations that the firewalls do not enforce.
+    """
+    from twin.model.site import ServiceSpec
+    from twin.policy.engine import PolicyEngine
+
+    comm = twin.communications
+    if comm.empty or not rules:
+        return [[] for _ in rules]
+    segment_of = dict(zip(twin.devices["device_id"].astype(str), twin.devices["segment_id"]))
+    src_segment = comm["src_id"].astype(str).map(segment_of).to_numpy(dtype=object)
+    dst_segment = comm["dst_id"].astype(str).map(segment_of).to_numpy(dtype=object)
+    external_src = (comm["src_kind"].astype(str) != "device").to_numpy()
+    protos = comm["proto"].astype(str).to_numpy(dtype=object)
+    ports = pd.to_numeric(comm["dst_port"], errors="coerce").fillna(-1).astype(int).to_numpy()
+    engine = PolicyEngine(site)
+    out: list[list[str]] = []
+    for rule in rules:
+        source = str(rule["from"])
+        src_ok = external_src if source == "internet" else (src_segment == source.removeprefix("segment:"))
+        mask = src_ok & (dst_segment == str(rule["to"]).removeprefix("segment:"))
+        specs = [spec for text in rule.get("services") or ["any"] for spec in ServiceSpec.parse_many(text)]
+        mask &= np.fromiter((any(spec.matches(p, port) for spec in specs) for p, port in zip(protos, ports)), dtype=bool, count=len(protos))
+        if not mask.any():
+            out.append([])
+            continue
+        decided = engine.decide(comm[mask], twin)
+        denied = (decided["action"] == "deny").all()
+        out.append(sorted(set(decided["rule"].astype(str))) if denied else [])
+    return out
+
+
 def _selector_defaults(site) -> tuple[str, str]:
     entries = "\n".join(selector_text(s) for s in site.attack_paths.entry_points)
     targets = "\n".join(selector_text(s) for s in site.attack_paths.targets)
@@ -175,11 +218,14 @@ def render() -> None:
     show_table(display_frame(table), hide_index=True, column_config=link, key="paths-table")
 
     st.subheader("On the map")
+    # The key follows the search, so a new mode or new selectors start from the top paths again
+    # instead of keeping a selection of path ids that no longer exist.
+    search_key = hashlib.sha256(repr(params).encode("utf-8")).hexdigest()[:12]
     drawn = st.multiselect(
         "Paths drawn",
         paths["path_id"].tolist(),
         default=paths["path_id"].head(DEFAULT_DRAWN_PATHS).tolist(),
-        key="paths-drawn",
+        key=f"paths-drawn-{search_key}",
         help="Orange edges. The devices on drawn paths are expanded on the map.",
     )
     device_ids = set(view["device_id"])
@@ -189,7 +235,7 @@ def render() -> None:
             ctx.path, ctx.run_id, (), "segment", "criticality", False, tuple(drawn), mode, params, tuple(focus)
         )
         st.iframe(page_html, height=740)
-        st.caption(f"{len(drawn)} paths drawn; {n_nodes} nodes and {n_edges} edges on the map.")
+        st.caption(f"{plural(len(drawn), 'path')} drawn; {plural(n_nodes, 'node')} and {plural(n_edges, 'edge')} on the map.")
     except Exception as exc:  # noqa: BLE001 - shown to the user
         show_error("Drawing the paths on the map", exc)
 
@@ -206,13 +252,36 @@ def render() -> None:
     if not rules:
         st.caption("No deny rule recommended.")
         return
+    try:
+        denied_by = already_denied(rules, ctx.twin(), site)
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        show_error("Checking the recommended rules against the current policy", exc)
+        denied_by = [[] for _ in rules]
+    status = [
+        f"already denied by rule {', '.join(names)}: enforce it on the firewall" if names else "new: the current policy allows these flows"
+        for names in denied_by
+    ]
     show_table(
-        pd.DataFrame([{**r, "services": ", ".join(r["services"])} for r in rules], columns=["name", "action", "from", "to", "services", "description"]),
+        pd.DataFrame(
+            [{**r, "services": ", ".join(r["services"]), "status": text} for r, text in zip(rules, status)],
+            columns=["name", "action", "from", "to", "services", "status", "description"],
+        ),
         hide_index=True,
         key="paths-rules",
     )
-    if st.button("Try these deny rules in the simulator", type="primary", key="paths-to-simulator"):
-        st.session_state[STATE_CARRY_RULES] = rules
+    new_rules = [rule for rule, names in zip(rules, denied_by) if not names]
+    enforced = len(rules) - len(new_rules)
+    if enforced:
+        st.warning(
+            f"{plural(enforced, 'recommended rule')} only {'repeats' if enforced == 1 else 'repeat'} what the current policy already denies: "
+            "these paths exist because the firewalls do not enforce the policy, and adding a rule changes nothing."
+        )
+    if not new_rules:
+        st.caption("Every recommended rule is already in the current policy, so there is nothing to try in the simulator.")
+        return
+    label = f"Try {'this deny rule' if len(new_rules) == 1 else f'these {len(new_rules)} deny rules'} in the simulator"
+    if st.button(label, type="primary", key="paths-to-simulator"):
+        st.session_state[STATE_CARRY_RULES] = new_rules
         st.switch_page(_page_path(SIMULATION_PAGE))
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from twin.api import DeviceDetail
 from twin.app import data
+from twin.app.mapview import UNASSIGNED
 from twin.app.widgets import device_url, display_frame, require_context, show_error, show_table
 from twin.exceptions import DeviceNotFound
 from twin.report.cells import display_text
@@ -154,7 +155,7 @@ def render() -> None:
     cols = st.columns(4)
     cols[0].metric("Class", str(device.get("device_class") or "unknown"))
     cols[1].metric("Confidence", display_text(device.get("confidence")))
-    cols[2].metric("Segment", str(device.get("segment_id") or "(none)"))
+    cols[2].metric("Segment", str(device.get("segment_id") or UNASSIGNED))
     cols[3].metric("Criticality", str(device.get("criticality") or "low"))
     st.markdown(f"**Sources:** {display_text(device.get('sources')) or 'none'}")
 

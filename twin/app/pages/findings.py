@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from twin.app.widgets import finding_table, require_context, show_error
+from twin.app import data
+from twin.app.widgets import finding_table, require_context, show_error, with_endpoint_classes
 from twin.report.writers import csv_filename
 
 __all__ = ["FINDING_TABS", "render"]
@@ -19,7 +20,7 @@ FINDING_TABS = {
 
 _DESCRIPTIONS = {
     "misplaced_devices": "Devices whose class does not belong in the segment they sit in.",
-    "segment_violations": "Observed communications that the site policy denies, with the deciding rule.",
+    "segment_violations": "Observed communications that the site policy denies, with the deciding rule and the class of each device.",
     "external_exposure": "Communications with addresses outside the site and its external allowlist.",
     "flat_segments": "Segments that hold both medical devices and general IT devices.",
 }
@@ -31,6 +32,7 @@ def render() -> None:
     ctx = require_context()
     try:
         findings = ctx.findings()
+        view = data.load_device_view(ctx.path, ctx.run_id)
     except Exception as exc:  # noqa: BLE001 - shown to the user
         show_error("Running the query catalogue", exc)
         return
@@ -45,7 +47,8 @@ def render() -> None:
             if frame is None or frame.empty:
                 st.success("No findings.")
                 continue
-            finding_table(frame, key=f"findings-{name}", csv_name=csv_filename(name))
+            # Communications carry device ids only; their classes make the Device class filter work here too.
+            finding_table(with_endpoint_classes(frame, view), key=f"findings-{name}", csv_name=csv_filename(name))
 
 
 if __name__ == "__main__":

@@ -6,25 +6,42 @@ import pandas as pd
 import streamlit as st
 
 from twin.app import data
+from twin.app.mapview import UNASSIGNED
 from twin.app.widgets import display_frame, finding_table, require_context, show_error, show_table
 from twin.model.twin import Twin
 
-__all__ = ["render", "segment_summary", "violations_by_pair", "unmanaged_devices"]
+__all__ = ["ROLE_COLUMNS", "NO_SEGMENT", "render", "segment_summary", "violations_by_pair", "unmanaged_devices"]
+
+# Device role -> column of the segment table counting it. The building-systems
+# role gets its own name so it never overwrites the segment's building column.
+ROLE_COLUMNS = {
+    "medical": "medical",
+    "it": "it",
+    "network": "network",
+    "building": "building_systems",
+    "iot": "iot",
+    "unknown": "unknown",
+}
+
+# Shown in place of a segment id for devices in no segment, the same name as on the map.
+NO_SEGMENT = UNASSIGNED
 
 
 def segment_summary(twin: Twin, view: pd.DataFrame, site) -> pd.DataFrame:
     """Return one row per segment: name, zone, building, trust, devices and devices per role.
 
-    Segments of the site configuration come first, in its order; segments
-    known only to the twin follow, then ``(none)`` for devices without one.
+    The role counts are the columns of :data:`ROLE_COLUMNS` (medical, it,
+    network, building_systems, iot, unknown). Segments of the site
+    configuration come first, in its order; segments known only to the twin
+    follow, then :data:`NO_SEGMENT` for devices without one.
     """
     names = {s.id: s for s in site.segments}
     rows = []
-    counts = view["segment_id"].fillna("(none)").value_counts()
-    roles = view.assign(segment_id=view["segment_id"].fillna("(none)")).pivot_table(index="segment_id", columns="role", values="device_id", aggfunc="count", fill_value=0)
+    counts = view["segment_id"].fillna(NO_SEGMENT).value_counts()
+    roles = view.assign(segment_id=view["segment_id"].fillna(NO_SEGMENT)).pivot_table(index="segment_id", columns="role", values="device_id", aggfunc="count", fill_value=0)
     known = list(names) + [s for s in twin.segments.get("segment_id", pd.Series(dtype=object)).astype(str) if s not in names]
-    if "(none)" in counts.index:
-        known.append("(none)")
+    if NO_SEGMENT in counts.index:
+        known.append(NO_SEGMENT)
     for seg_id in known:
         seg = names.get(seg_id)
         row = {
@@ -35,8 +52,8 @@ def segment_summary(twin: Twin, view: pd.DataFrame, site) -> pd.DataFrame:
             "trust": seg.trust if seg else "",
             "devices": int(counts.get(seg_id, 0)),
         }
-        for role in ("medical", "it", "network", "building", "iot", "unknown"):
-            row[role] = int(roles.loc[seg_id, role]) if seg_id in roles.index and role in roles.columns else 0
+        for role, column in ROLE_COLUMNS.items():
+            row[column] = int(roles.loc[seg_id, role]) if seg_id in roles.index and role in roles.columns else 0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -50,8 +67,8 @@ def violations_by_pair(violations: pd.DataFrame) -> pd.DataFrame:
     if violations.empty:
         return pd.DataFrame(columns=columns)
     frame = violations.assign(
-        src_segment=violations["src_segment"].astype(object).fillna("(none)"),
-        dst_segment=violations["dst_segment"].astype(object).fillna("(none)"),
+        src_segment=violations["src_segment"].astype(object).fillna(NO_SEGMENT),
+        dst_segment=violations["dst_segment"].astype(object).fillna(NO_SEGMENT),
         flows=pd.to_numeric(violations["flows"], errors="coerce").fillna(0),
     )
     grouped = frame.groupby(["rule", "src_segment", "dst_segment"], dropna=False).agg(violations=("rule", "size"), flows=("flows", "sum")).reset_index()

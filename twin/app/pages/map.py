@@ -8,7 +8,7 @@ import re
 import streamlit as st
 
 from twin.app import data
-from twin.app.widgets import require_context, show_error
+from twin.app.widgets import plural, require_context, show_error
 
 __all__ = ["MAP_HEIGHT_PX", "COLOUR_CHOICES", "SIZE_CHOICES", "render", "legend_html"]
 
@@ -20,6 +20,15 @@ SIZE_CHOICES = {"criticality": "Criticality", "risk": "Risk (findings)"}
 ATTACK_MODES = {"both": "Observed and permitted", "observed": "Observed", "permitted": "Permitted"}
 
 STATE_EXPAND = "map-expand"
+
+# What the colours mean, shown above the legend.
+COLOUR_NOTES = {
+    "segment": "Colour: one colour per segment (up to 36 distinct colours, in building order); light grey: devices in no segment.",
+    "class": (
+        "Colour: device class, by role (medical in reds and oranges, IT in blues, network gear in greys, building systems "
+        "in greens, IoT in purple). A collapsed segment takes the colour of its most common class: expand it to see every class."
+    ),
+}
 
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{3,8}|rgba?\([0-9., ]+\)|[a-z]+")
 
@@ -79,10 +88,11 @@ def render() -> None:
     )
     st.iframe(page_html, height=MAP_HEIGHT_PX + 20)
     st.caption(f"{n_nodes} nodes and {n_edges} edges drawn.")
+    st.caption(COLOUR_NOTES[colour_by])
     if legend:
         st.html(legend_html(legend))
     for node_id, hidden in sorted(truncated.items()):
-        st.caption(f"{node_id}: {hidden} more devices are not drawn (one 'more' node stands for them); open them on the Findings or Device pages.")
+        st.caption(f"{node_id}: {plural(hidden, 'more device')} {'is' if hidden == 1 else 'are'} not drawn (one 'more' node stands for them); open them on the Findings or Device pages.")
     # NOTE: clicks on the map are posted to the parent window ("twin-map-select"), but a plain
     # st.iframe cannot send them back to Python; the Expand box is how a node is expanded.
 

@@ -15,7 +15,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from twin.app import data
-from twin.app.widgets import display_frame, parse_selector_text, require_context, selector_text, show_error, show_table
+from twin.app.widgets import display_frame, parse_selector_text, plural, require_context, selector_text, show_error, show_table
 from twin.exceptions import ConfigError, TwinError
 from twin.model.site import Policy, PolicyRule, ServiceSpec
 from twin.report.writers import render_csv
@@ -26,6 +26,8 @@ __all__ = [
     "policy_to_table",
     "policy_from_table",
     "comparison_table",
+    "workflow_status",
+    "upload_error_message",
     "render",
 ]
 
@@ -36,12 +38,31 @@ STATE_CARRY_RULES = "simulation-carried-rules"
 STATE_BASE = "simulation-base"
 STATE_GENERATION = "simulation-generation"
 STATE_UPLOAD = "simulation-upload-digest"
+STATE_UPLOAD_ERROR = "simulation-upload-error"
 STATE_RESULT_YAML = "simulation-result-yaml"
 STATE_DEFAULTS = "simulation-defaults"
 STATE_NOTICE = "simulation-notice"
 
 # Rows a result section draws (count, default 500). Its CSV download contains every row.
 MAX_SECTION_ROWS = 500
+
+# Workflow names an alert lists before it says "and N more" (count, default 10).
+MAX_NAMED_WORKFLOWS = 10
+
+# Values of the ``status`` column of :func:`workflow_status`.
+NEWLY_BROKEN = "newly broken"
+ALREADY_BROKEN = "already broken"
+
+# Attack-path sections: (result attribute, title, caption).
+ATTACK_PATH_SECTIONS = (
+    ("attack_paths_cut", "Attack paths cut",
+     "Entry-target pairs that the current policy lets through and the proposed policy stops."),
+    ("attack_paths_opened", "Attack paths opened",
+     "Entry-target pairs that the current policy stops and the proposed policy lets through."),
+    ("attack_paths_unenforced", "Paths that exist today only because the policy is not enforced: both policies deny a hop",
+     "Observed paths: the recorded communications make them possible today, but both the current and the proposed "
+     "policy deny at least one of their hops. Enforcing either policy on the firewalls cuts them."),
+)
 
 
 def _rule_row(order: int, rule: PolicyRule) -> dict[str, Any]:
@@ -186,6 +207,47 @@ def comparison_table(result) -> pd.DataFrame:
     return table
 
 
+def workflow_status(workflows: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per broken workflow: ``workflow`` and ``status`` (newly broken or already broken).
+
+    The rows of ``workflows_broken`` are per workflow and blocking rule. A
+    workflow is newly broken when at least one of its rows blocks more
+    (source, destination, service) triples under the proposed policy
+    (``blocked``) than the current policy already blocks among them
+    (``current_blocked``); otherwise the current policy already breaks it
+    the same way. Without a ``current_blocked`` column every workflow counts
+    as newly broken. Workflows keep their first-row order.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"workflow": ["a", "a", "b"], "blocked": [4, 2, 3], "current_blocked": [4, 0, 3]})
+    >>> workflow_status(rows).values.tolist()
+    [['a', 'newly broken'], ['b', 'already broken']]
+    """
+    columns = ["workflow", "status"]
+    if workflows.empty:
+        return pd.DataFrame(columns=columns)
+    blocked = pd.to_numeric(workflows["blocked"], errors="coerce").fillna(0).to_numpy()
+    if "current_blocked" in workflows:
+        already = pd.to_numeric(workflows["current_blocked"], errors="coerce").fillna(0).to_numpy()
+    else:
+        already = blocked * 0
+    newly = pd.Series(blocked > already, index=workflows.index).groupby(workflows["workflow"].to_numpy(), sort=False).any()
+    return pd.DataFrame({"workflow": newly.index, "status": [NEWLY_BROKEN if flag else ALREADY_BROKEN for flag in newly]}, columns=columns)
+
+
+def upload_error_message(file_name: str, exc: BaseException) -> str:
+    """Return the error shown for an invalid upload, naming the file once.
+
+    >>> upload_error_message("p.yaml", ValueError("p.yaml:1: invalid YAML"))
+    'p.yaml:1: invalid YAML'
+    >>> upload_error_message("p.yaml", ValueError("invalid policy"))
+    'p.yaml: invalid policy'
+    """
+    text = str(exc)
+    return text if file_name in text else f"{file_name}: {text}"
+
+
 def _reset(base: pd.DataFrame, defaults: tuple[str, str], notice: str | None = None) -> None:
     st.session_state[STATE_BASE] = base
     st.session_state[STATE_DEFAULTS] = defaults
@@ -195,21 +257,36 @@ def _reset(base: pd.DataFrame, defaults: tuple[str, str], notice: str | None = N
         st.session_state[STATE_NOTICE] = notice
 
 
-def _load_upload(upload, site) -> None:
+def _load_upload(upload, site) -> str | None:
+    """Load a newly selected upload into the table; return the error of the selected upload, if it is invalid.
+
+    The digest and the error are kept in the session, so the error stays
+    visible on every rerun while that file is selected.
+    """
     from twin.policy.simulate import load_policy
 
     content = upload.getvalue()
     digest = hashlib.sha256(content).hexdigest()
     if st.session_state.get(STATE_UPLOAD) == digest:
-        return
-    st.session_state[STATE_UPLOAD] = digest
+        return st.session_state.get(STATE_UPLOAD_ERROR)
     text = content.decode("utf-8", errors="replace")
     try:
         policy = load_policy(text, name=upload.name, site=site)
     except TwinError as exc:
-        st.error(f"{upload.name}: {exc}")
-        return
-    _reset(policy_to_table(policy), (policy.default_action, policy.intra_segment), f"Loaded {len(policy.rules)} rules from {upload.name}.")
+        message = upload_error_message(upload.name, exc)
+        st.session_state[STATE_UPLOAD] = digest
+        st.session_state[STATE_UPLOAD_ERROR] = message
+        return message
+    st.session_state[STATE_UPLOAD] = digest
+    st.session_state.pop(STATE_UPLOAD_ERROR, None)
+    _reset(policy_to_table(policy), (policy.default_action, policy.intra_segment), f"Loaded {plural(len(policy.rules), 'rule')} from {upload.name}.")
+    return None
+
+
+def _forget_upload() -> None:
+    """Forget the last upload once the uploader is cleared, so uploading the same file again reloads it."""
+    st.session_state.pop(STATE_UPLOAD, None)
+    st.session_state.pop(STATE_UPLOAD_ERROR, None)
 
 
 def _take_carried_rules() -> None:
@@ -226,45 +303,87 @@ def _take_carried_rules() -> None:
     table = pd.concat([pd.DataFrame(added, columns=TABLE_COLUMNS), base], ignore_index=True)
     # Carried deny rules go first, so they decide before any allow rule.
     table["order"] = range(1, len(table) + 1)
-    _reset(_typed(table), st.session_state[STATE_DEFAULTS], f"Added {len(added)} recommended deny rules from the Attack paths page at the top.")
+    skipped = len(carried) - len(added)
+    notice = f"Added {plural(len(added), 'recommended deny rule')} from the Attack paths page at the top."
+    if skipped:
+        notice += f" {plural(skipped, 'rule')} with a name already in the table {'was' if skipped == 1 else 'were'} not added."
+    _reset(_typed(table), st.session_state[STATE_DEFAULTS], notice)
 
 
-def _section(title: str, frame: pd.DataFrame, key: str, *, error: bool = False) -> None:
-    st.subheader(f"{title} ({len(frame)})")
+def _section(title: str, frame: pd.DataFrame, key: str, *, count: int | None = None, caption: str | None = None) -> None:
+    """Draw one result section: its title with ``count`` (default: rows), a caption, the table and its CSV download."""
+    st.subheader(f"{title} ({len(frame) if count is None else count})")
+    if caption:
+        st.caption(caption)
     if frame.empty:
         st.caption("None.")
         return
-    if error:
-        names = frame["workflow"].nunique() if "workflow" in frame else len(frame)
-        st.error(f"{names} required workflow(s) would break under the proposed policy.")
     show_table(display_frame(frame, MAX_SECTION_ROWS), hide_index=True, key=f"sim-{key}")
-    st.download_button(f"Download CSV ({len(frame)} rows)", render_csv(frame), file_name=f"{key}.csv", mime="text/csv", key=f"sim-{key}-csv")
+    st.download_button(f"Download CSV ({plural(len(frame), 'row')})", render_csv(frame), file_name=f"{key}.csv", mime="text/csv", key=f"sim-{key}-csv")
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMED_WORKFLOWS])
+    rest = len(names) - MAX_NAMED_WORKFLOWS
+    return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _workflow_section(workflows: pd.DataFrame) -> None:
+    """Draw the broken workflows: newly broken ones as an error, already broken ones as a warning."""
+    status = workflow_status(workflows)
+    newly = status.loc[status["status"] == NEWLY_BROKEN, "workflow"].tolist()
+    already = status.loc[status["status"] == ALREADY_BROKEN, "workflow"].tolist()
+    st.subheader(f"Required workflows broken ({len(status)})")
+    if workflows.empty:
+        st.caption("None.")
+        return
+    if newly:
+        verb = "breaks" if len(newly) == 1 else "break"
+        st.error(f"{plural(len(newly), 'required workflow')} newly {verb} under the proposed policy: {_names(newly)}.")
+    if already:
+        verb, stays = ("is", "stays") if len(already) == 1 else ("are", "stay")
+        st.warning(f"{plural(len(already), 'required workflow')} {verb} already broken under the current policy and {stays} broken: {_names(already)}.")
+    st.caption(
+        f"One row per workflow and the proposed rule that blocks it ({plural(len(workflows), 'row')}). "
+        "blocked counts the (source, destination, service) triples the proposed policy denies; "
+        "current_blocked counts those among them that the current policy already denies."
+    )
+    shown = workflows.merge(status, on="workflow", how="left")
+    show_table(display_frame(shown, MAX_SECTION_ROWS), hide_index=True, key="sim-workflows_broken")
+    st.download_button(f"Download CSV ({plural(len(workflows), 'row')})", render_csv(workflows), file_name="workflows_broken.csv", mime="text/csv", key="sim-workflows_broken-csv")
 
 
 def _show_result(result, proposed_yaml: str) -> None:
     summary = result.summary
+    status = workflow_status(result.workflows_broken)
+    newly = int((status["status"] == NEWLY_BROKEN).sum())
     st.header("Result")
     for warning in result.warnings:
         st.warning(warning)
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Newly blocked flows", summary["newly_blocked"])
     cols[1].metric("Newly allowed flows", summary["newly_allowed"])
-    cols[2].metric("Required workflows broken", summary["workflows_broken"])
-    cols[3].metric("Exposure (before → after)", f"{summary['exposure_before']} → {summary['exposure_after']}", delta=summary["exposure_after"] - summary["exposure_before"], delta_color="inverse")
-    cols = st.columns(4)
+    cols[2].metric("Workflows newly broken", newly)
+    cols[3].metric("Workflows already broken", len(status) - newly)
+    cols[4].metric("Exposure (before → after)", f"{summary['exposure_before']} → {summary['exposure_after']}", delta=summary["exposure_after"] - summary["exposure_before"], delta_color="inverse")
+    cols = st.columns(5)
     cols[0].metric("Violations resolved", summary["violations_resolved"])
     cols[1].metric("Violations introduced", summary["violations_introduced"])
     cols[2].metric("Attack paths cut", summary["attack_paths_cut"])
     cols[3].metric("Attack paths opened", summary["attack_paths_opened"])
+    cols[4].metric("Attack paths unenforced", summary.get("attack_paths_unenforced", 0), help="Paths that exist today although both policies deny a hop.")
     st.subheader("Current and proposed policy")
     show_table(comparison_table(result), hide_index=True, key="sim-comparison")
-    _section("Required workflows broken", result.workflows_broken, "workflows_broken", error=True)
+    _workflow_section(result.workflows_broken)
     _section("Newly blocked flows", result.newly_blocked, "newly_blocked")
     _section("Newly allowed flows", result.newly_allowed, "newly_allowed")
     _section("Violations resolved", result.violations_resolved, "violations_resolved")
     _section("Violations introduced", result.violations_introduced, "violations_introduced")
-    _section("Attack paths cut", result.attack_paths_cut, "attack_paths_cut")
-    _section("Attack paths opened", result.attack_paths_opened, "attack_paths_opened")
+    for attribute, title, caption in ATTACK_PATH_SECTIONS:
+        frame = getattr(result, attribute, None)
+        if frame is None:
+            continue
+        _section(title, frame, attribute, caption=caption)
     st.subheader("External exposure before and after")
     if result.exposure.empty:
         st.caption("No external exposure recorded.")
@@ -293,10 +412,17 @@ def render() -> None:
     )
     cols = st.columns([3, 1])
     upload = cols[0].file_uploader("Or upload a policy YAML (a policy mapping, or a site.yaml)", type=["yaml", "yml"], key="sim-upload")
-    if upload is not None:
-        _load_upload(upload, site)
+    upload_error = None
+    if upload is None:
+        _forget_upload()
+    else:
+        upload_error = _load_upload(upload, site)
     if cols[1].button("Reset to the site's policy", key="sim-reset"):
         _reset(policy_to_table(site.policy), (site.policy.default_action, site.policy.intra_segment), "Table reset to the site's policy.")
+    if upload_error:
+        st.error(upload_error)
+        st.caption("Nothing is simulated while this file is selected: remove it from the uploader (×) or upload a valid policy.")
+        return
     _take_carried_rules()
     notice = st.session_state.pop(STATE_NOTICE, None)
     if notice:
@@ -328,7 +454,7 @@ def render() -> None:
     except ConfigError as exc:
         st.error(f"Invalid rule: {exc}")
         return
-    st.caption(f"Proposed policy: {len(proposed.rules)} rules.")
+    st.caption(f"Proposed policy: {plural(len(proposed.rules), 'rule')}.")
     if st.button("Simulate", type="primary", key="sim-run"):
         st.session_state[STATE_RESULT_YAML] = policy_to_yaml(proposed)
     proposed_yaml = st.session_state.get(STATE_RESULT_YAML)
