@@ -97,8 +97,14 @@ def main(
 def build(
     site_dir: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml and discovery files."),
     workspace: Optional[Path] = WorkspaceOption,
+    store: str = typer.Option("embedded", "--store", help="embedded (the workspace file) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD)."),
 ) -> None:
     """Import a site's discovery files, resolve devices, and commit a new snapshot."""
+    if _use_neo4j(store):
+        from twin.cli import neo4jcmd
+
+        neo4jcmd.build(site_dir)
+        return
     ws = _workspace(workspace)
     try:
         with Progress(
@@ -148,6 +154,12 @@ def build(
     )
 
 
+def _use_neo4j(store: str) -> bool:
+    if store not in ("embedded", "neo4j"):
+        raise typer.BadParameter(f"invalid store {store!r}; expected embedded or neo4j", param_hint="--store")
+    return store == "neo4j"
+
+
 def _relative(path: str, base: Path) -> str:
     try:
         return str(Path(path).relative_to(base))
@@ -181,10 +193,20 @@ def analyze(
     output: str = typer.Option("table", "--output", "-o", help="table, json or csv (csv needs exactly one --query)."),
     top: int = typer.Option(20, "--top", min=1, help="Rows shown per query in table output."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 3 when findings at or above this severity exist (critical, high, medium, low, info)."),
+    store: str = typer.Option("embedded", "--store", help="embedded (the workspace file) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD; the Cypher forms run on the server)."),
+    site: Optional[str] = typer.Option(None, "--site", help="With --store neo4j: the site name, when the database holds several."),
 ) -> None:
     """Run the query catalogue on a snapshot and print the findings."""
     from twin.report import exit_code_for, render_terminal
     from twin.report.document import render_json
+
+    if _use_neo4j(store):
+        if output == "csv" or fail_on is not None or snapshot is not None:
+            raise typer.BadParameter("with --store neo4j, use --output table or json, without --fail-on or --snapshot", param_hint="--store")
+        from twin.cli import neo4jcmd
+
+        neo4jcmd.analyze(site=site, query=query, output=output, top=top, python=False)
+        return
 
     fail_on = _check_fail_on(fail_on)
     if output not in ("table", "json", "csv"):
@@ -529,7 +551,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 # Commands defined in their own modules; imported last because they use the
 # helpers above.
-from twin.cli import appcmd, discover, simulate  # noqa: E402
+from twin.cli import appcmd, discover, neo4jcmd, simulate  # noqa: E402
 
-for _module in (simulate, appcmd, discover):
+for _module in (simulate, appcmd, discover, neo4jcmd):
     _module.register(app)

@@ -316,6 +316,7 @@ class EmbeddedStore:
         flows: Iterable[tuple[str, str, pd.DataFrame]],
         import_files: Iterable[dict[str, Any]],
         summary: dict[str, Any],
+        finished_at: float | None = None,
     ) -> None:
         """Write a whole build (observations, flows, snapshot, run row) atomically.
 
@@ -323,6 +324,8 @@ class EmbeddedStore:
         ``device_id`` is the device the subject resolved to, and ``about_id``
         is the other device an ARP, FDB or neighbour entry names.
         ``flows`` yields (source, origin, DataFrame with FLOW_COLUMNS).
+        ``finished_at`` (epoch seconds, default now) becomes the snapshot's
+        build time; an import from another store passes the original one.
         """
         with self.transaction() as cur:
             self._insert_observations(cur, run_id, observations)
@@ -346,7 +349,16 @@ class EmbeddedStore:
                 self._insert_table(cur, table, run_id, twin.tables[table])
             cur.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, site, site_dir, config_yaml, started_at, time.time(), "committed", _to_json(summary)),
+                (
+                    run_id,
+                    site,
+                    site_dir,
+                    config_yaml,
+                    started_at,
+                    time.time() if finished_at is None else finished_at,
+                    "committed",
+                    _to_json(summary),
+                ),
             )
         log.info("run %s: snapshot committed to %s", run_id, self.path)
 
