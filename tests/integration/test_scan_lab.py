@@ -125,14 +125,19 @@ def lab(tmp_path_factory):
     assert not any(name.startswith(lab.prefix) for name in os.listdir("/var/run/netns")), "lab namespaces left behind"
 
 
-@pytest.fixture(scope="module")
-def site(lab, tmp_path_factory):
-    folder = write_site(tmp_path_factory.mktemp("site") / "labward")
+def build_site(lab, folder: Path) -> Path:
+    """Build a site folder into ``<folder>/../w.sqlite``; a real scan needs a current snapshot of its site."""
     workspace = folder.parent / "w.sqlite"
     # The build reads files only; it runs in the switch namespace, which has no route anywhere.
     built = lab.run(lab.switch.name, [*twin_cli(), "build", str(folder), "-w", str(workspace)], timeout=120, check=False)
     assert built.returncode == 0, built.stderr
-    return folder, workspace
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory):
+    folder = write_site(tmp_path_factory.mktemp("site") / "labward")
+    return folder, build_site(lab, folder)
 
 
 def run_twin(lab, args, *, env=None, timeout=SCAN_TIMEOUT_S):
@@ -407,16 +412,31 @@ def test_nmap_missing_exits_1(lab, site, tmp_path):
     finally:
         packets = captures.stop()
     assert bad_path.returncode == 1, bad_path.stderr
-    assert "nmap was not found at /nonexistent" in bad_path.stderr
+    assert "/nonexistent does not exist" in bad_path.stderr
+    assert os.environ.get("PATH", "/usr/bin") not in bad_path.stderr
     assert empty_path.returncode == 1, empty_path.stderr
     assert "nmap was not found on PATH; install it with `apt-get install nmap` or pass --nmap PATH" in empty_path.stderr
     assert _no_scanner_probes(lab, packets["scanner"]) == []
 
 
+def test_no_snapshot_rejects_and_sends_nothing(lab, site, tmp_path):
+    folder, _ = site
+    pump = _ip(LAB_HOSTS["pump1"][0])
+    captures = Captures(lab, tmp_path, "nosnapshot")
+    try:
+        result = run_twin(lab, ["discover", "scan", "--site", str(folder), "-w", str(tmp_path / "none.sqlite"), "-t", pump])
+    finally:
+        packets = captures.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"workspace {tmp_path / 'none.sqlite'} does not exist" in result.stderr
+    assert _no_scanner_probes(lab, packets["scanner"]) == []
+    assert packets_reaching(lab.hosts["pump1"], packets["pump1"]) == []
+
+
 def test_closed_window_refuses_and_sends_nothing(lab, site, tmp_path):
-    _, workspace = site
     other_day = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%a").lower()
     folder = write_site(tmp_path / "closed", windows=[{"days": [other_day], "start": "01:00", "end": "02:00"}])
+    workspace = build_site(lab, folder)
     captures = Captures(lab, tmp_path, "window")
     try:
         result = run_twin(lab, ["discover", "scan", "--site", str(folder), "-w", str(workspace)])
@@ -424,18 +444,19 @@ def test_closed_window_refuses_and_sends_nothing(lab, site, tmp_path):
         packets = captures.stop()
     assert result.returncode == 1, result.stdout + result.stderr
     assert "maintenance window is closed" in result.stderr
+    assert "the next window opens" not in result.stderr
     assert _no_scanner_probes(lab, packets["scanner"]) == []
     assert not (folder / "nmap").exists()
 
 
 def test_killed_nmap_keeps_partial_results(lab, site, tmp_path):
     """Kill nmap while it scans the second workstation: the first host stays in the XML, the group is incomplete."""
-    _, workspace = site
     slow = dict(BUDGETS)
     # 300 ports at 100 per second: about 3 s per host, so the kill lands
     # while nmap is on the second workstation.
     slow["workstation"] = {"probes": ["connect"], "ports": ["tcp/1-300"], "max_rate": 100, "max_connections": 2, "host_timeout": "60s"}
     folder = write_site(tmp_path / "slow", budgets=slow)
+    workspace = build_site(lab, folder)
     out = folder / "nmap" / "active"
     process = lab.spawn(f"{lab.prefix}-scanner", [*twin_cli(), "discover", "scan", "--site", str(folder), "-w", str(workspace),
                                                   "--target", _ip(LAB_HOSTS["ws1"][0]), "--target", _ip(LAB_HOSTS["ws2"][0])])

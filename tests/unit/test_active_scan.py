@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -86,10 +87,23 @@ def listener():
 def test_find_nmap_missing_binary():
     with pytest.raises(NmapNotFound) as info:
         find_nmap("/nonexistent/nmap")
-    message = str(info.value)
-    assert "nmap was not found at /nonexistent/nmap" in message
-    assert "apt-get install nmap" in message
-    assert "--nmap PATH" in message
+    assert str(info.value) == "/nonexistent/nmap does not exist; install it with `apt-get install nmap` or pass --nmap PATH"
+
+
+def test_find_nmap_not_executable_or_not_nmap(tmp_path):
+    with pytest.raises(NmapNotFound) as info:
+        find_nmap("/etc/passwd")
+    assert str(info.value) == "/etc/passwd is not executable; pass the nmap binary with --nmap PATH"
+    with pytest.raises(NmapNotFound) as info:
+        find_nmap("/bin/true")
+    assert str(info.value) == "/bin/true is not nmap (`/bin/true -V` printed nothing)"
+    fake = tmp_path / "fake-nmap"
+    fake.write_text("#!/bin/sh\necho 'fake scanner 1.0'\n", encoding="utf-8")
+    fake.chmod(0o755)
+    with pytest.raises(NmapNotFound) as info:
+        find_nmap(fake)
+    assert str(info.value) == f"{fake} is not nmap (`{fake} -V` printed 'fake scanner 1.0')"
+    assert os.environ.get("PATH", "") not in str(info.value) or not os.environ.get("PATH")
 
 
 def test_find_nmap_empty_path(monkeypatch):
@@ -116,6 +130,94 @@ def test_run_plan_nmap_missing_sends_nothing(tmp_path):
 
 # --------------------------------------------------------------------------
 # Command line
+
+
+def _cli_site(tmp_path: Path) -> Path:
+    """A site on 127.0.0.0/29 with a do-not-probe address, and an inventory pump on 10.250.0.3 that is never probed."""
+    folder = tmp_path / "cli-site"
+    (folder / "inventory").mkdir(parents=True)
+    (folder / "site.yaml").write_text(
+        "site: {name: CLI, timezone: UTC}\n"
+        "discovery:\n"
+        "  scopes: [127.0.0.0/29, 10.250.0.0/29]\n"
+        "  do_not_probe: {addresses: [127.0.0.5]}\n"
+        "  budgets:\n"
+        "    unknown: {probes: [connect], ports: [tcp/1], max_rate: 100, max_connections: 1, host_timeout: 10s}\n",
+        encoding="utf-8",
+    )
+    (folder / "inventory" / "cmms.csv").write_text("Asset Tag,Device Type,IP Address\nA1,Infusion Pump,10.250.0.3\n", encoding="utf-8")
+    return folder
+
+
+def _twin_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from twin.cli.main import app
+
+    return CliRunner().invoke(app, ["discover", "scan", *args])
+
+
+def test_cli_scan_without_snapshot_rejected(tmp_path):
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "10.250.0.3", "--nmap", "/bin/true")
+    assert result.exit_code == 1, result.output
+    assert f"workspace {workspace} does not exist" in result.output
+    assert f"run `twin build {folder} -w {workspace}` first" in result.output
+    assert not (folder / "nmap").exists()
+    dry = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "10.250.0.3", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "warning: workspace" in dry.output
+    assert "a real scan is rejected unless --unclassified is given" in dry.output
+
+
+def test_cli_stale_snapshot_rejected(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    later = time.time() + 5
+    os.utime(folder / "inventory" / "cmms.csv", (later, later))
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "10.250.0.3", "--nmap", "/bin/true")
+    assert result.exit_code == 1, result.output
+    assert "inventory/cmms.csv" in result.output
+    assert "rebuild first" in result.output
+    # --unclassified accepts the stale snapshot; the pump it classifies stays passive, so nothing is scanned.
+    accepted = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "10.250.0.3", "--unclassified")
+    assert accepted.exit_code == 0, accepted.output
+    assert "skipped: 10.250.0.3 (infusion_pump" in accepted.output
+
+
+def test_cli_only_rejected_target_exits_1(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.5")
+    assert result.exit_code == 1, result.output
+    assert "rejected: 127.0.0.5: it is on the do_not_probe list (127.0.0.5/32)" in result.output
+    assert "nothing to scan; 1 target(s) rejected" in result.output
+
+
+@needs_nmap
+def test_cli_partly_rejected_scan_exits_1_and_records(tmp_path, listener):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    text = (folder / "site.yaml").read_text().replace("ports: [tcp/1]", f"ports: [tcp/{listener}]")
+    (folder / "site.yaml").write_text(text, encoding="utf-8")
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "-t", "127.0.0.5")
+    assert result.exit_code == 1, result.output
+    assert "rejected: 127.0.0.5: it is on the do_not_probe list" in result.output
+    assert "1 target(s) rejected and not scanned: 127.0.0.5" in result.output
+    manifest = json.loads(next((folder / "nmap" / "active").glob("*/.manifest.json")).read_text())
+    assert manifest["complete"] is True
+    assert [(s["target"], s["rejected"]) for s in manifest["skipped"]] == [("127.0.0.5", True)]
+    assert [g["targets"] for g in manifest["groups"]] == [["127.0.0.1"]]
 
 
 def test_build_argv_order():
@@ -246,6 +348,31 @@ def test_run_plan_timeout_stops_nmap(tmp_path):
 
 
 @needs_nmap
+def test_run_plan_stops_when_window_closes(tmp_path):
+    window = "  maintenance_windows:\n    - {days: [mon, tue, wed, thu, fri, sat, sun], start: '01:00', end: '02:00'}\n"
+    site, site_dir = loopback_site(tmp_path, "tcp/10000-65535", window=window, rate=50, host_timeout="30m")
+    # Two seconds before the window closes: the first group is stopped, the second never starts.
+    now = datetime.now(timezone.utc).replace(hour=1, minute=59, second=58, microsecond=0)
+    plan = plan_for(site)
+    from twin.discovery.plan import check_window
+
+    plan.window = check_window(site, now)
+    plan.groups.append(plan.groups[0])
+    started = time.monotonic()
+    run = run_plan(plan, site, site_dir, now=now)
+    assert time.monotonic() - started < 30
+    first, second = run.groups
+    assert (first.complete, first.reason) == (False, "maintenance window closed; nmap was stopped")
+    with pytest.raises(ProcessLookupError):
+        os.kill(first.pid, 0)
+    assert Path(first.xml).is_file(), "the partial XML is kept"
+    assert second.pid is None
+    assert second.reason.startswith("not started: maintenance window closed")
+    manifest = json.loads(run.manifest.read_text())
+    assert [g["reason"] for g in manifest["groups"]] == [first.reason, second.reason]
+
+
+@needs_nmap
 def test_run_plan_closed_window_refuses(tmp_path):
     tomorrow = (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%a").lower()
     window = f"  maintenance_windows:\n    - {{days: [{tomorrow}], start: '01:00', end: '02:00'}}\n"
@@ -253,6 +380,8 @@ def test_run_plan_closed_window_refuses(tmp_path):
     with pytest.raises(ScanRejected) as info:
         run_plan(plan_for(site), site, site_dir)
     assert "maintenance window is closed" in str(info.value)
+    assert str(info.value).count("the next one opens") == 1
+    assert "the next window opens" not in str(info.value)
     assert not (site_dir / "nmap").exists()
 
 

@@ -32,6 +32,7 @@ discovery:
   budgets:
     workstation: {ports: [ssh, tcp/8000-8002], max_rate: 25, max_connections: 2, host_timeout: 90s, retries: 0}
     printer: {ports: [http, tcp/22]}
+    unknown: {probes: [connect], ports: [tcp/22, tcp/80, tcp/443], max_rate: 10, max_connections: 1, host_timeout: 60s}
 """
 
 DEVICES = [
@@ -96,7 +97,7 @@ def test_small_plan_targets_and_skips(small):
         ("10.20.0.20", "pump1", "infusion_pump"),
         ("10.20.0.21", "mon1", "patient_monitor"),
         ("10.20.0.22", "vent1", "ventilator"),
-        ("10.20.0.40", None, "unknown"),  # refused by the guard before the twin is asked
+        ("10.20.0.40", "dnp-addr", "workstation"),  # rejected by the guard; the twin names the device
         ("10.20.0.41", "dnp-mac", "workstation"),
         ("10.20.0.42", "dnp-class", "camera"),
         ("10.20.0.50", "two-ips", "workstation"),
@@ -188,26 +189,18 @@ def test_printer_never_gets_fragile_ports():
     assert server_ports == (set(range(1, 1025)) | set(range(9000, 9201))) - FRAGILE_PORTS
 
 
-def test_unknown_gets_most_conservative_configured(small):
-    _, site = small
-    budgets = budgets_for(site)
-    unknown = budgets["unknown"]
-    candidates = [budgets["workstation"], budgets["printer"], DEFAULT_BUDGETS["unknown"]]
-    assert (unknown.tcp_ports, unknown.max_rate, unknown.max_connections) in {
-        (c.tcp_ports, c.max_rate, c.max_connections) for c in candidates
-    }
-    for candidate in candidates:
-        assert unknown.restrictiveness()[:-1] <= candidate.restrictiveness()[:-1]
-    assert unknown.source in ("default, more conservative than every site budget", "the most conservative site budget (printer)")
-
-
-def test_unknown_passive_when_a_passive_budget_is_configured():
-    site = parse_site(SITE + "    infusion_pump: {probes: [none]}\n", "site.yaml")
+def test_unknown_passive_unless_configured():
+    without_unknown = "".join(line for line in SITE.splitlines(keepends=True) if not line.startswith("    unknown:"))
+    site = parse_site(without_unknown, "site.yaml")
+    assert "unknown" not in site.discovery.budgets
     assert budgets_for(site)["unknown"].passive
-    plan = plan_scan(twin_from_records(DEVICES), site, targets=["10.20.0.128/26"], now=SATURDAY_NOON)
+    assert DEFAULT_BUDGETS["unknown"].passive
+    plan = plan_scan(twin_from_records(DEVICES), site, targets=["10.20.0.128/26", "10.20.0.60"], now=SATURDAY_NOON)
     assert plan.probes == []
-    assert [(s.target, s.device_class) for s in plan.skipped] == [("10.20.0.128/26", "unknown")]
-    assert plan.skipped[0].reason.startswith("64 addresses not in the twin")
+    assert {(s.target, s.device_id, s.device_class) for s in plan.skipped} == {
+        ("10.20.0.128/26", None, "unknown"), ("10.20.0.60", "mystery", "unknown"),
+    }
+    assert {s.rejected for s in plan.skipped} == {False}
 
 
 def test_explicit_unknown_budget_wins():
@@ -275,7 +268,8 @@ def test_refused_target_is_skipped_with_reason(small):
     assert plan.probes == []
     reasons = {s.target: s.reason for s in plan.skipped}
     assert "outside every discovery scope" in reasons["10.21.0.5"]
-    assert "the allowed part is" in reasons["10.20.0.0/23"]
+    assert "give the allowed part instead" in reasons["10.20.0.0/23"]
+    assert {s.target: s.rejected for s in plan.skipped} == {"10.21.0.5": True, "10.20.0.0/23": True}
 
 
 def test_hostname_target_uses_resolver(small):
@@ -315,6 +309,8 @@ def hospital(tmp_path_factory):
     discovery = Discovery(
         scopes=["10.16.0.0/12"],
         do_not_probe={"addresses": [server["ips"][0]], "mac_prefixes": [mac_prefix], "classes": ["ventilator"]},
+        # Discovery of unknown hosts is opt-in; this budget lets the plan reach its target limit.
+        budgets={"unknown": {"probes": ["connect"], "ports": ["tcp/22", "tcp/443"], "max_rate": 10}},
     )
     site = site.model_copy(update={"discovery": discovery})
     return twin, site, {"mac_prefix": mac_prefix, "server_ip": server["ips"][0]}
@@ -359,6 +355,16 @@ def test_hospital_dry_run_round_trip(hospital):
     assert port_probes == plan.probe_set()
     assert len(lines) == len(plan.probes)
     assert len(plan.targets()) == 600
+
+
+def test_hospital_default_unknown_never_probed(hospital):
+    twin, site, _ = hospital
+    default = site.model_copy(update={"discovery": site.discovery.model_copy(update={"budgets": {}})})
+    plan = plan_scan(twin, default, now=SATURDAY_NOON, max_targets=600)
+    known = {ip for ips in twin.devices["ips"] for ip in ips}
+    assert plan.targets()
+    assert set(plan.targets()) <= known
+    assert {p.device_class for p in plan.probes} & {"unknown"} == set()
 
 
 # -- maintenance windows ------------------------------------------------------------
@@ -459,3 +465,141 @@ def test_docs_defaults_table_matches_budgets():
             expected[name] = (probes, _port_ranges(budget.tcp_ports), str(budget.max_rate),
                               str(budget.max_connections), f"{budget.host_timeout_s} s")
     assert rows == expected
+
+
+# -- unknown and inventory devices, warnings, durations, snapshots -------------
+
+
+@pytest.mark.parametrize(
+    "device_type, device_class",
+    [
+        ("Dialysis Machine", "dialysis_machine"),
+        ("Haemodialysis Unit", "dialysis_machine"),
+        ("Glucose Meter", "lab_analyzer"),
+        ("Defibrillator", "patient_monitor"),
+        ("AED", "patient_monitor"),
+        ("Anaesthesia Machine", "ventilator"),
+        ("ECG", "patient_monitor"),
+        ("EEG", "patient_monitor"),
+        ("Syringe Pump", "infusion_pump"),
+        ("Enteral Feeding Pump", "infusion_pump"),
+        ("Blood Gas Analyzer", "lab_analyzer"),
+        ("Bedside Monitor", "patient_monitor"),
+        ("Telemetry Transmitter", "patient_monitor"),
+        ("Incubator", None),
+    ],
+)
+def test_clinical_inventory_types_map_to_classes(device_type, device_class):
+    from twin.discovery.inventory import device_type_to_class
+
+    assert device_type_to_class(device_type) == device_class
+    if device_class is not None:
+        assert DEFAULT_BUDGETS[device_class].passive
+
+
+def test_inventory_device_of_unknown_type_never_probed():
+    devices = [
+        {"device_id": "inc1", "device_class": "unknown", "ips": ["10.20.0.32"], "sources": ["inventory"]},
+        {"device_id": "flow1", "device_class": "unknown", "ips": ["10.20.0.33"], "sources": ["flows"]},
+    ]
+    # The site's unknown budget probes, yet the inventory device is skipped.
+    plan = plan_scan(twin_from_records(devices), parse_site(SITE, "site.yaml"), targets=["10.20.0.32", "10.20.0.33"],
+                     now=SATURDAY_NOON)
+    assert plan.targets() == ["10.20.0.33"]
+    [skip] = plan.skipped
+    assert (skip.target, skip.device_id, skip.device_class, skip.rejected) == ("10.20.0.32", "inc1", "unknown", False)
+    assert "in the medical-device inventory with an unrecognised type" in skip.reason
+
+
+def test_raw_print_ports_dropped_with_warning():
+    site = parse_site(SITE.replace("printer: {ports: [http, tcp/22]}", "printer: {ports: [http]}\n    server: {ports: [tcp/22, tcp/9100-9101, tcp/515]}"), "site.yaml")
+    plan = plan_scan(twin_from_records(DEVICES), site, targets=["10.20.0.11"], now=SATURDAY_NOON)
+    assert {port for _, _, port in plan.probe_set()} == {22}
+    assert plan.warnings[-1] == ("budget server lists tcp/515, tcp/9100, tcp/9101, raw-print and printer-management "
+                                 "ports that are never probed; they are left out of the scan")
+
+
+def test_worst_case_duration_over_window_warns():
+    site = parse_site(SITE + "  maintenance_windows:\n    - {days: [sat], start: '12:00', end: '12:10'}\n", "site.yaml")
+    plan = plan_scan(twin_from_records(DEVICES), site, targets=["10.20.0.128/26"], now=SATURDAY_NOON)
+    assert [g.worst_case_s for g in plan.groups] == [64 * 60]
+    assert plan.worst_case_s == 64 * 60
+    assert plan.warnings[-1].startswith("the scan takes up to 1 h 4 min (one host timeout per target, one target at a "
+                                        "time), but the current maintenance window has 10 min left")
+    text = render_dry_run(plan)
+    assert "worst-case duration 1 h 4 min" in text
+    assert "worst case 1 h 4 min" in text
+    short = plan_scan(twin_from_records(DEVICES), site, targets=["10.20.0.128/30"], now=SATURDAY_NOON)
+    assert not any(w.startswith("the scan takes up to") for w in short.warnings)
+
+
+def test_limit_warning_names_real_fix(small):
+    twin, site = small
+    plan = plan_scan(twin, site, now=SATURDAY_NOON, max_targets=10)
+    assert any(w.endswith("narrow the targets with --target or split the scope") for w in plan.warnings)
+    assert not any("raise the limit" in w for w in plan.warnings)
+
+
+def test_dry_run_header_names_resolved_hosts(small):
+    twin, site = small
+    plan = plan_scan(twin, site, targets=["ws1.ward.example"], now=SATURDAY_NOON, resolve=lambda name: ["10.20.0.10"])
+    header = render_dry_run(plan).splitlines()[0]
+    assert header.endswith("host names were resolved with a DNS query (ws1.ward.example)")
+    assert "host names" not in render_dry_run(plan_scan(twin, site, targets=["10.20.0.10"], now=SATURDAY_NOON))
+
+
+def test_do_not_probe_device_rejected_with_class(small):
+    twin, site = small
+    plan = plan_scan(twin, site, targets=["10.20.0.40", "10.20.0.41", "10.20.0.20"], now=SATURDAY_NOON)
+    assert {(s.target, s.device_id, s.device_class, s.rejected) for s in plan.skipped} == {
+        ("10.20.0.40", "dnp-addr", "workstation", True),
+        ("10.20.0.41", "dnp-mac", "workstation", True),
+        ("10.20.0.20", "pump1", "infusion_pump", False),
+    }
+
+
+def _small_site_dir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "site.yaml").write_text(SITE.replace("Plan test", "Snap test"), encoding="utf-8")
+    (folder / "inventory").mkdir()
+    (folder / "inventory" / "cmms.csv").write_text(
+        "Asset Tag,Device Type,IP Address\nA1,Infusion Pump,10.20.0.20\n", encoding="utf-8")
+    return folder
+
+
+def test_snapshot_check_missing_other_site_and_stale(tmp_path):
+    import os
+    import time
+
+    from twin.discovery.plan import check_snapshot
+    from twin.model.site import load_site
+
+    folder = _small_site_dir(tmp_path / "site")
+    site = load_site(folder)
+    workspace = tmp_path / "w.sqlite"
+    missing = check_snapshot(workspace, site, folder)
+    assert (missing.twin, missing.current) == (None, False)
+    assert missing.problems == [f"workspace {workspace} does not exist, so no device has a class; "
+                                f"run `twin build {folder} -w {workspace}` first"]
+
+    other = _small_site_dir(tmp_path / "other")
+    (other / "site.yaml").write_text(SITE.replace("Plan test", "Other site"), encoding="utf-8")
+    Workspace(workspace).build(other)
+    assert check_snapshot(workspace, site, folder).problems == [
+        f"workspace {workspace} holds no snapshot of site 'Snap test'; run `twin build {folder} -w {workspace}` first"]
+
+    Workspace(workspace).build(folder)
+    current = check_snapshot(workspace, site, folder)
+    assert current.problems == []
+    assert set(current.twin.devices["device_class"]) == {"infusion_pump"}
+
+    # Scanner output and reports never make the snapshot stale; an inventory change does.
+    (folder / "nmap" / "active").mkdir(parents=True)
+    (folder / "nmap" / "active" / "g01.xml").write_text("<nmaprun/>", encoding="utf-8")
+    assert check_snapshot(workspace, site, folder).problems == []
+    later = time.time() + 5
+    os.utime(folder / "inventory" / "cmms.csv", (later, later))
+    [problem] = check_snapshot(workspace, site, folder).problems
+    assert "1 discovery file changed after snapshot" in problem
+    assert problem.endswith(f"inventory/cmms.csv; devices added there would be probed as unknown, so rebuild first: "
+                            f"twin build {folder} -w {workspace}")

@@ -55,8 +55,8 @@ class Oracle:
             net = _unmapped_net(netaddr.IPNetwork(text))
             if net.version == 4 and net.prefixlen <= 30:
                 broadcasts.append(net.broadcast)
-        # Segment prefixes also refuse their network address.
-        for text in subnets:
+        # Scope and segment prefixes also reject their network address.
+        for text in list(scopes) + list(subnets):
             net = _unmapped_net(netaddr.IPNetwork(text))
             if net.version == 4 and net.prefixlen <= 30:
                 broadcasts.append(net.network)
@@ -228,7 +228,7 @@ def guard():
         ("10.17.0.1", "10.17.0.1", "outside every discovery scope"),
         ("10.16.1.5", "10.16.1.5", "inside excluded prefix 10.16.1.0/28"),
         ("10.16.4.10", "10.16.4.10", "on the do_not_probe list"),
-        ("8.8.8.1", "8.8.8.1", "public address and the --allow-public override was not given"),
+        ("8.8.8.1", "8.8.8.1", "public address and the --allow-public flag was not given"),
         ("169.254.169.254", "169.254.169.254", "cloud metadata service"),
         ("fd00:ec2::254", "fd00:ec2::254", "cloud metadata service"),
         ("100.100.100.200", "100.100.100.200", "cloud metadata service"),
@@ -247,7 +247,8 @@ def guard():
         ("10.16.0.0/23", "10.16.1.0/28", "inside excluded prefix"),
         ("missing.example", None, "does not resolve"),
         ("empty.example", None, "resolves to no address"),
-        ("mixed.example", "10.17.0.1", "10.17.0.1 is refused: it is outside every discovery scope"),
+        ("mixed.example", "10.17.0.1", "10.17.0.1 is rejected: it is outside every discovery scope"),
+        ("10.16.0.0", "10.16.0.0", "network address of scope 10.16.0.0/16"),
         ("10.16.0.1-20", None, "not an IP address, a CIDR prefix or a host name"),
         ("-iL", None, "not an IP address, a CIDR prefix or a host name"),
         ("10.16.0.*", None, "not an IP address, a CIDR prefix or a host name"),
@@ -269,23 +270,33 @@ def test_allowed_targets_resolve(guard):
     assert [str(a) for a in guard.check("ws1.example")] == ["10.16.2.5"]
     assert [str(a) for a in guard.check("mapped.example")] == ["10.16.2.6"]
     assert [str(a) for a in guard.check("::ffff:10.16.2.7")] == ["10.16.2.7"]
-    # 127.0.0.0/30 is a scope, so loopback is allowed there; its broadcast is not.
+    # 127.0.0.0/30 is a scope, so loopback is allowed there; its network and broadcast addresses are not.
     assert [str(a) for a in guard.check("127.0.0.1")] == ["127.0.0.1"]
-    assert [str(a) for a in guard.check("127.0.0.0/31")] == ["127.0.0.0", "127.0.0.1"]
+    assert [str(a) for a in guard.check("127.0.0.1/32")] == ["127.0.0.1"]
+    # 127.0.0.0 is the network address of that scope.
+    with pytest.raises(OutOfScope, match="network address of scope 127.0.0.0/30"):
+        guard.check("127.0.0.0/31")
 
 
 def test_partial_cidr_lists_allowed_part(guard):
     with pytest.raises(OutOfScope) as info:
         guard.check("10.16.1.0/27")
-    assert "the allowed part is 10.16.1.16/28 (16 addresses)" in info.value.fix
+    assert info.value.fix == "give the allowed part instead: 10.16.1.16/28 (16 addresses)"
 
 
 def test_public_needs_both_overrides():
     site = parse_site(SITE, "site.yaml")
     assert [str(a) for a in guard_for(site, allow_public=True).check("8.8.8.1")] == ["8.8.8.1"]
     no_site = parse_site(SITE.replace("allow_public: true", "allow_public: false"), "site.yaml")
-    with pytest.raises(OutOfScope, match="site does not set discovery.allow_public"):
+    with pytest.raises(OutOfScope, match="site does not set discovery.allow_public") as info:
         guard_for(no_site, allow_public=True).check("8.8.8.1")
+    assert info.value.fix == "set discovery.allow_public: true in site.yaml to probe public addresses"
+    with pytest.raises(OutOfScope) as info:
+        guard_for(no_site).check("8.8.8.1")
+    assert "neither the site's discovery.allow_public nor the --allow-public flag is set" in info.value.reason
+    with pytest.raises(OutOfScope) as info:
+        guard_for(site).check("8.8.8.1")
+    assert info.value.fix == "pass --allow-public to probe public addresses"
 
 
 def test_empty_scopes_refuse_everything():
@@ -310,8 +321,52 @@ def test_refused_parts_of_scope(guard):
         ("10.16.4.10/32", "it is on the do_not_probe list (10.16.4.10/32)"),
         ("10.16.255.255/32", "it is the broadcast address of 10.16.0.0/16"),
         ("10.16.8.255/32", "it is the broadcast address of 10.16.8.0/24"),
+        ("10.16.0.0/32", "it is the network address of scope 10.16.0.0/16"),
         ("10.16.8.0/32", "it is the network address of segment prefix 10.16.8.0/24"),
     ]
+
+
+def test_half_outside_cidr_names_main_reason_and_one_fix():
+    site = parse_site(
+        "site: {name: Half}\nsegments: [{id: w, cidrs: [10.232.0.0/24]}]\n"
+        "discovery: {scopes: [10.232.0.0/24], do_not_probe: {addresses: [10.232.0.50]}}\n",
+        "site.yaml",
+    )
+    with pytest.raises(OutOfScope) as info:
+        guard_for(site).check("10.232.0.0/23")
+    error = info.value
+    assert error.address == "10.232.1.0/24"
+    assert error.reason.startswith("256 of its 512 addresses are rejected because it is outside every discovery scope")
+    assert "3 more for other reasons" in error.reason
+    assert error.fix.startswith("give the allowed part instead: 10.232.0.1/32")
+    assert error.fix.endswith("(253 addresses)")
+    assert " or " not in error.fix
+
+
+def test_hostname_to_loopback_gives_one_fix():
+    site = parse_site("site: {name: Names}\ndiscovery: {scopes: [10.232.0.0/24]}\n", "site.yaml")
+    guard = guard_for(site, resolve=lambda name: ["127.0.0.1", "::1"])
+    with pytest.raises(OutOfScope) as info:
+        guard.check("localhost")
+    assert "127.0.0.1 is rejected: it is a loopback address" in info.value.reason
+    assert info.value.fix == "such addresses are never probed, so remove localhost from the targets"
+    mixed = guard_for(site, resolve=lambda name: ["10.232.0.7", "10.9.9.9"])
+    with pytest.raises(OutOfScope) as info:
+        mixed.check("mixed.example")
+    assert info.value.fix == "give the allowed address instead: 10.232.0.7"
+
+
+def test_over_limit_fix_names_no_setting(guard):
+    with pytest.raises(OutOfScope) as info:
+        guard.check("10.16.2.0/27", limit=16)
+    assert info.value.fix == "split it into prefixes of at most 16 addresses and scan them one after the other"
+
+
+def test_empty_scope_parts_carry_fix():
+    guard = guard_for(parse_site("site: {name: No scopes}\n", "site.yaml"))
+    [(prefix, reason)] = guard.refused_parts("10.0.0.0/24")
+    assert prefix == "10.0.0.0/24"
+    assert reason.endswith("add the prefixes that may be probed to discovery.scopes in site.yaml")
 
 
 def test_parse_target_forms():

@@ -6,9 +6,10 @@ nothing), or runs it with nmap and writes the XML beside the site's other
 discovery files.
 
 Exit codes: 0 the scan ran completely (or the dry run was printed); 1 the scan
-was refused (maintenance window closed, target out of scope, nmap missing,
-invalid site configuration) or a group ended incomplete, after keeping its
-results; 2 invalid command-line usage.
+was rejected (no current snapshot of the site, maintenance window closed, nmap
+missing, invalid site configuration), an explicit target was rejected (out of
+scope or on the do-not-probe list; the other targets are still scanned), or a
+group ended incomplete, after keeping its results; 2 invalid command-line usage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Optional
 import typer
 
 from twin.cli.main import EXIT_ERROR, WorkspaceOption, _fail, _workspace, err, out
-from twin.exceptions import StoreError, TwinError
+from twin.exceptions import TwinError
 
 __all__ = ["discover_app", "register", "scan"]
 
@@ -31,29 +32,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(discover_app, name="discover")
 
 
-def _latest_twin(workspace: Optional[Path], site_name: str):
-    """Return the latest snapshot's twin for the site, or None (every address is then unknown)."""
+def _snapshot_check(workspace: Optional[Path], site, site_dir: Path, out_dir: Optional[Path]):
+    """Return the :class:`twin.discovery.plan.SnapshotCheck` of the site in the workspace."""
+    from twin.discovery.plan import check_snapshot
+
     ws = _workspace(workspace)
-    if not ws.path.exists():
-        err.print(f"note: workspace {ws.path} does not exist; every address is classed unknown", highlight=False)
-        return None
-    try:
-        snapshots = ws.snapshots()
-        if snapshots.empty:
-            err.print(f"note: workspace {ws.path} holds no snapshot; every address is classed unknown", highlight=False)
-            return None
-        latest = snapshots.iloc[-1]
-        if latest["site"] != site_name:
-            err.print(
-                f"note: the latest snapshot in {ws.path} is of site {latest['site']!r}, not {site_name!r}; "
-                "every address is classed unknown (build the site first)",
-                highlight=False,
-            )
-            return None
-        return ws.twin(str(latest["run_id"]))
-    except StoreError as exc:
-        err.print(f"note: cannot read workspace {ws.path} ({exc}); every address is classed unknown", highlight=False)
-        return None
+    return check_snapshot(ws.path, site, site_dir, skip_dirs=[out_dir] if out_dir is not None else [])
 
 
 @discover_app.command("scan")
@@ -66,18 +50,44 @@ def scan(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the scan results. Default: SITE/nmap/active, which 'twin build' reads."),
     nmap_path: Optional[str] = typer.Option(None, "--nmap", help="nmap binary. Default: nmap on PATH."),
     build_after: bool = typer.Option(False, "--build", help="Build the site into the workspace right after the scan."),
+    unclassified: bool = typer.Option(
+        False, "--unclassified",
+        help="Scan although the workspace has no current snapshot of the site; every address the snapshot does not "
+        "classify gets the unknown budget.",
+    ),
 ) -> None:
-    """Scan the site's scope with nmap within each device class's probe budget."""
+    """Scan the site's scope with nmap within each device class's probe budget.
+
+    A real scan needs a current snapshot of the site in the workspace (run
+    ``twin build SITE -w WS`` after every change to the discovery files), so
+    every device is classified before it is probed; ``--unclassified``
+    accepts scanning without one.
+    """
     from twin.discovery.active import describe_pacing, run_plan
     from twin.discovery.plan import plan_scan, render_dry_run
     from twin.model.site import load_site
 
     try:
         site = load_site(site_dir)
-        twin = _latest_twin(workspace, site.site.name)
-        plan = plan_scan(twin, site, targets=target or None, allow_public=allow_public)
+        snapshot = _snapshot_check(workspace, site, site_dir, out_dir)
+        plan = plan_scan(snapshot.twin, site, targets=target or None, allow_public=allow_public)
     except TwinError as exc:
         _fail(exc)
+
+    if snapshot.problems:
+        if not dry_run and not unclassified:
+            for problem in snapshot.problems:
+                err.print(f"error: {problem}", highlight=False, markup=False)
+            err.print(
+                "error: scan rejected, because without a current snapshot unclassified medical devices would be "
+                "probed as unknown; nothing was sent (pass --unclassified to scan anyway on the unknown budget)",
+                highlight=False, markup=False,
+            )
+            raise typer.Exit(EXIT_ERROR)
+        consequence = "every address it does not classify gets the unknown budget"
+        if dry_run and not unclassified:
+            consequence += "; a real scan is rejected unless --unclassified is given"
+        plan.warnings[:0] = [f"{problem} ({consequence})" for problem in snapshot.problems]
 
     if dry_run:
         out.print(render_dry_run(plan), highlight=False, markup=False)
@@ -87,8 +97,19 @@ def scan(
 
     for warning in plan.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
+    rejected = [skip for skip in plan.skipped if skip.rejected]
+    if target:
+        for skip in plan.skipped:
+            device = f" ({skip.device_class} {skip.device_id})" if skip.device_id else ""
+            word = "rejected" if skip.rejected else "skipped"
+            err.print(f"{word}: {skip.target}{device}: {skip.reason}", highlight=False, markup=False)
     if not plan.groups:
-        err.print("nothing to scan: every target is skipped (see --dry-run for the reasons)", highlight=False)
+        if rejected:
+            err.print(
+                f"error: nothing to scan; {len(rejected)} target(s) rejected (listed above)", highlight=False, markup=False
+            )
+            raise typer.Exit(EXIT_ERROR)
+        err.print("nothing to scan: every target is skipped (the reasons are listed above, or run --dry-run)", highlight=False)
         raise typer.Exit(0)
     if out_dir is not None and site_dir.resolve() not in out_dir.resolve().parents:
         err.print(f"note: {out_dir} is outside the site folder, so 'twin build' will not read these results", highlight=False)
@@ -144,4 +165,11 @@ def scan(
         )
     if not run.complete:
         err.print("error: the scan is incomplete; the partial results were kept (see the manifest)", highlight=False)
+        raise typer.Exit(EXIT_ERROR)
+    if rejected:
+        err.print(
+            f"error: {len(rejected)} target(s) rejected and not scanned: {', '.join(s.target for s in rejected)} "
+            "(reasons above and in the manifest)",
+            highlight=False, markup=False,
+        )
         raise typer.Exit(EXIT_ERROR)

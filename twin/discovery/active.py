@@ -47,7 +47,7 @@ import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,6 +59,7 @@ __all__ = [
     "GROUP_TIMEOUT_MARGIN_S",
     "KILL_GRACE_S",
     "FORBIDDEN_NMAP_OPTIONS",
+    "WINDOW_CLOSED",
     "NmapNotFound",
     "ScanRejected",
     "NmapInfo",
@@ -96,6 +97,9 @@ FORBIDDEN_NMAP_OPTIONS = (
     "--datadir", "--servicedb", "--versiondb", "--script-args-file", "--excludefile", "--append-output",
     "--proxies", "--proxy",
 )
+
+# Reason recorded for a group that the closing maintenance window stopped or never started.
+WINDOW_CLOSED = "maintenance window closed"
 
 _HOST_TIMEOUT_LINE = re.compile(r"Skipping host (\S+) due to host timeout")
 
@@ -153,6 +157,7 @@ class ScanRun:
     finished: str | None = None
     groups: list[GroupResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -169,6 +174,7 @@ class ScanRun:
             "complete": self.complete if self.finished else None,
             "nmap": asdict(self.nmap),
             "warnings": self.warnings,
+            "skipped": self.skipped,
             "groups": [asdict(group) for group in self.groups],
         }
 
@@ -194,25 +200,49 @@ def find_nmap(nmap_path: str | os.PathLike | None = None) -> NmapInfo:
     """
     import nmap
 
+    fix = "install it with `apt-get install nmap` or pass --nmap PATH"
     if nmap_path is None:
         found = shutil.which("nmap")
         if found is None:
-            raise NmapNotFound(
-                "nmap was not found on PATH; install it with `apt-get install nmap` or pass --nmap PATH"
-            )
-        where = "on PATH"
+            raise NmapNotFound(f"nmap was not found on PATH; {fix}")
     else:
         found = str(nmap_path)
-        where = f"at {found}"
+        if not os.path.exists(found):
+            raise NmapNotFound(f"{found} does not exist; {fix}")
+        if os.path.isdir(found) or not os.access(found, os.X_OK):
+            raise NmapNotFound(f"{found} is not executable; pass the nmap binary with --nmap PATH")
+    _check_is_nmap(found)
     try:
         scanner = nmap.PortScanner(nmap_search_path=(found,))
-    except nmap.PortScannerError as exc:
-        raise NmapNotFound(
-            f"nmap was not found {where} ({str(exc).strip()}); install it with `apt-get install nmap` "
-            "or pass --nmap PATH"
-        ) from None
+    except nmap.PortScannerError:
+        # python-nmap's message lists every folder it searched; the check above already named the binary.
+        raise NmapNotFound(f"{found} is not nmap (python-nmap could not read its version); {fix}") from None
     major, minor = scanner.nmap_version()
     return NmapInfo(path=found, version=f"{major}.{minor}")
+
+
+# Seconds `nmap -V` may take when find_nmap checks a binary (default 30).
+VERSION_CHECK_TIMEOUT_S = 30.0
+
+
+def _check_is_nmap(path: str) -> None:
+    """Run ``PATH -V`` and raise NmapNotFound unless it prints nmap's version line."""
+    try:
+        done = subprocess.run(
+            [path, "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=VERSION_CHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise NmapNotFound(f"{path} is not nmap (`{path} -V` did not finish within {VERSION_CHECK_TIMEOUT_S:.0f} s)") from None
+    except OSError as exc:
+        raise NmapNotFound(f"{path} could not be run ({exc.strerror or exc}); pass the nmap binary with --nmap PATH") from None
+    printed = (done.stdout or "") + (done.stderr or "")
+    if re.search(r"Nmap version \d+\.\d+", printed):
+        return
+    shown = " ".join(printed.split())[:120]
+    raise NmapNotFound(
+        f"{path} is not nmap (`{path} -V` printed {shown!r})" if shown else f"{path} is not nmap (`{path} -V` printed nothing)"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -375,6 +405,7 @@ def run_plan(
         nmap=nmap_info,
         started=_now(),
         warnings=list(plan.warnings),
+        skipped=[asdict(skip) for skip in plan.skipped],
     )
     for index, (group, group_addresses) in enumerate(zip(plan.groups, addresses), start=1):
         xml = run_dir / f"g{index:02d}-{_safe_name(group.budget.name)}.xml"
@@ -391,13 +422,20 @@ def run_plan(
     _write_manifest(run)
     log.info("scan run %s of site %r started: %d groups -> %s", run_id, run.site, len(run.groups), run_dir)
 
+    # The window is checked against `now` plus the time the run has taken, so
+    # a test can start the run just before its window closes.
+    started = datetime.now(timezone.utc) if now is None else now
+    clock = time.monotonic()
     for result in run.groups:
-        current = check_window(site, now)
+        current_time = started + timedelta(seconds=time.monotonic() - clock)
+        current = check_window(site, current_time)
         if not current.open:
-            result.reason = f"not started: the maintenance window closed ({_window_text(current)})"
+            result.reason = f"not started: {WINDOW_CLOSED} ({_window_text(current)})"
             log.warning("scan run %s group %d %s", run_id, result.index, result.reason)
+            _write_manifest(run)
             continue
-        _run_group(result, run, on_group_start, group=plan.groups[result.index - 1], guard=guard)
+        window_left = (current.closes - current_time).total_seconds() if current.closes is not None else None
+        _run_group(result, run, on_group_start, group=plan.groups[result.index - 1], guard=guard, window_left_s=window_left)
         _import_group(result, scan)
         _write_manifest(run)
         log.info(
@@ -415,11 +453,8 @@ def run_plan(
 
 
 def _window_text(window) -> str:
-    text = str(getattr(window, "reason", "") or "outside every maintenance window")
-    next_start = getattr(window, "next_start", None)
-    if next_start is not None:
-        text += f"; the next window opens {next_start.isoformat() if hasattr(next_start, 'isoformat') else next_start}"
-    return text
+    # The reason of a closed window already names the next opening.
+    return str(getattr(window, "reason", "") or "outside every maintenance window")
 
 
 def _safe_name(name: str) -> str:
@@ -463,7 +498,8 @@ def _start_pacing(result: GroupResult, group, guard):
     return proxy
 
 
-def _run_group(result: GroupResult, run: ScanRun, on_group_start, *, group=None, guard=None) -> None:
+def _run_group(result: GroupResult, run: ScanRun, on_group_start, *, group=None, guard=None,
+               window_left_s: float | None = None) -> None:
     """Start nmap for one group, wait with a timeout, and record how it ended.
 
     When the group's budget has version or script probes, its pacing proxy
@@ -477,14 +513,14 @@ def _run_group(result: GroupResult, run: ScanRun, on_group_start, *, group=None,
         result.finished = _now()
         return
     try:
-        _run_nmap(result, run, on_group_start)
+        _run_nmap(result, run, on_group_start, window_left_s=window_left_s)
     finally:
         if proxy is not None:
             proxy.close()
             result.pacing = proxy.summary()
 
 
-def _run_nmap(result: GroupResult, run: ScanRun, on_group_start) -> None:
+def _run_nmap(result: GroupResult, run: ScanRun, on_group_start, *, window_left_s: float | None = None) -> None:
     try:
         process = subprocess.Popen(
             result.argv,
@@ -505,11 +541,16 @@ def _run_nmap(result: GroupResult, run: ScanRun, on_group_start) -> None:
         on_group_start(result)
 
     timed_out = False
+    window_stop = window_left_s is not None and window_left_s < result.timeout_s
+    wait_s = max(0.0, window_left_s) if window_stop else result.timeout_s
     try:
-        stdout, stderr = process.communicate(timeout=result.timeout_s)
+        stdout, stderr = process.communicate(timeout=wait_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        log.warning("scan run %s group %d: nmap pid %d timed out after %.0f s; stopping it", run.run_id, result.index, process.pid, result.timeout_s)
+        if window_stop:
+            log.warning("scan run %s group %d: the maintenance window closed; stopping nmap pid %d", run.run_id, result.index, process.pid)
+        else:
+            log.warning("scan run %s group %d: nmap pid %d timed out after %.0f s; stopping it", run.run_id, result.index, process.pid, result.timeout_s)
         process.send_signal(signal.SIGTERM)
         try:
             stdout, stderr = process.communicate(timeout=KILL_GRACE_S)
@@ -521,7 +562,9 @@ def _run_nmap(result: GroupResult, run: ScanRun, on_group_start) -> None:
     result.stderr = (stderr or "")[-STDERR_KEPT_CHARS:]
 
     skipped_hosts = _HOST_TIMEOUT_LINE.findall(stdout or "")
-    if timed_out:
+    if timed_out and window_stop:
+        result.reason = f"{WINDOW_CLOSED}; nmap was stopped"
+    elif timed_out:
         result.reason = f"timed out after {result.timeout_s:.0f} s; nmap was stopped"
     elif process.returncode < 0:
         result.reason = f"nmap was killed by {signal.Signals(-process.returncode).name}"

@@ -14,7 +14,7 @@ LLDP and flows, never port-scanned.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Mapping
 
 from twin.model.site import FRAGILE_PORTS, PROBE_KINDS, ProbeBudget, ServiceSpec, SiteConfig
@@ -28,6 +28,7 @@ __all__ = [
     "budgets_for",
     "budget_for",
     "expand_ports",
+    "fragile_ports_listed",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class Budget:
         NSE scripts, all in nmap's ``safe`` category; empty unless
         ``scripts`` is in ``probes``.
     source : str
-        Where the budget comes from: ``default``, ``site``, or for unknown
-        devices the configured budget it was derived from.
+        Where the budget comes from: ``default`` or ``site``.
+    dropped_ports : tuple of str
+        Listed ports left out because they are in :data:`FRAGILE_PORTS`,
+        as ``tcp/9100``; the plan warns about them.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Budget:
     retries: int = 1
     scripts: tuple[str, ...] = ()
     source: str = "default"
+    dropped_ports: tuple[str, ...] = ()
 
     @property
     def passive(self) -> bool:
@@ -123,6 +127,21 @@ def expand_ports(texts: list[str] | tuple[str, ...]) -> tuple[tuple[int, ...], t
     return tuple(sorted(tcp)), tuple(sorted(udp))
 
 
+def fragile_ports_listed(texts: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Return the :data:`FRAGILE_PORTS` that service notation lists, as ``tcp/9100``, sorted by protocol and port.
+
+    >>> fragile_ports_listed(["tcp/9099-9101", "ssh"])
+    ('tcp/9100', 'tcp/9101')
+    """
+    found: set[tuple[str, int]] = set()
+    for text in texts:
+        for spec in ServiceSpec.parse_many(text):
+            for port in FRAGILE_PORTS:
+                if spec.proto in ("tcp", "udp") and spec.port_min <= port <= spec.port_max:
+                    found.add((spec.proto, port))
+    return tuple(f"{proto}/{port}" for proto, port in sorted(found))
+
+
 def _make(name: str, probes: list[str], ports: list[str], max_rate: int, max_connections: int,
           host_timeout_s: int, retries: int = 1, scripts: tuple[str, ...] = (), source: str = "default") -> Budget:
     kinds = frozenset(probes) or frozenset({"none"})
@@ -133,7 +152,8 @@ def _make(name: str, probes: list[str], ports: list[str], max_rate: int, max_con
         udp = ()
     if "scripts" not in kinds:
         scripts = ()
-    return Budget(name, kinds, tcp, udp, max_rate, max_connections, host_timeout_s, retries, tuple(scripts), source)
+    dropped = fragile_ports_listed(ports) if kinds & {"connect", "udp"} else ()
+    return Budget(name, kinds, tcp, udp, max_rate, max_connections, host_timeout_s, retries, tuple(scripts), source, dropped)
 
 
 def _passive(name: str) -> Budget:
@@ -163,10 +183,12 @@ DEFAULT_BUDGETS: dict[str, Budget] = {
     "ip_phone": _make("ip_phone", ["connect"], ["http", "https", "tcp/5060", "tcp/5061"],
                       max_rate=10, max_connections=1, host_timeout_s=60),
     "camera": _make("camera", ["connect"], ["http", "https", "tcp/554"], max_rate=10, max_connections=1, host_timeout_s=60),
-    UNKNOWN_CLASS: _make(UNKNOWN_CLASS, ["connect"], ["tcp/22", "tcp/80", "tcp/443"], max_rate=10, max_connections=1, host_timeout_s=60),
 }
+# An address the twin does not know may be a medical device that no inventory
+# lists, so ``unknown`` is passive: discovering unknown hosts needs an explicit
+# ``budgets.unknown`` in the site (see docs/scanning.md).
 for _name in (
-    "infusion_pump", "patient_monitor", "ventilator", "ct_scanner", "mri_scanner", "xray", "ultrasound",
+    UNKNOWN_CLASS, "dialysis_machine", "infusion_pump", "patient_monitor", "ventilator", "ct_scanner", "mri_scanner", "xray", "ultrasound",
     "imaging_modality", "lab_analyzer", "pharmacy_dispenser", "nurse_call",
     "hvac_controller", "iot_sensor", "badge_reader",
     "switch", "router", "firewall", "wireless_ap", "wireless_controller",
@@ -217,27 +239,13 @@ def budgets_for(site: SiteConfig) -> dict[str, Budget]:
 
     Notes
     -----
-    ``unknown`` is ``budgets.unknown`` merged over the default when the site
-    configures it. Otherwise, when the site configures any budget, unknown
-    devices get the most conservative of the site-configured budgets and the
-    default ``unknown`` budget (see :meth:`Budget.restrictiveness`). So a site
-    that tightens its budgets never leaves unknown devices looser, and one
-    that loosens a class never loosens unknown devices with it. With no site
-    budgets at all, the default ``unknown`` budget applies.
+    ``unknown`` is passive unless the site sets ``budgets.unknown``. Its
+    default has no ports, so ``budgets.unknown`` that probes must list them.
     """
     resolved = dict(DEFAULT_BUDGETS)
-    configured = site.discovery.budgets
-    for name, config in configured.items():
+    for name, config in site.discovery.budgets.items():
         base = DEFAULT_BUDGETS.get(name) or _passive(name)
         resolved[name] = _merge(name, base, config)
-    if configured and UNKNOWN_CLASS not in configured:
-        candidates = [resolved[name] for name in configured] + [DEFAULT_BUDGETS[UNKNOWN_CLASS]]
-        strictest = min(candidates, key=Budget.restrictiveness)
-        if strictest is DEFAULT_BUDGETS[UNKNOWN_CLASS]:
-            source = "default, more conservative than every site budget"
-        else:
-            source = f"the most conservative site budget ({strictest.name})"
-        resolved[UNKNOWN_CLASS] = replace(strictest, name=UNKNOWN_CLASS, source=source)
     return resolved
 
 

@@ -93,15 +93,16 @@ _HEADER_NOISE = re.compile(r"[^0-9a-z]+")
 _TYPE_RULES: tuple[tuple[str, str], ...] = (
     (r"\bheat pump|\bhvac\b|\bbms\b|building (management|automation)|air handl|\bahu\b|chiller|thermostat|boiler", "hvac_controller"),
     (r"nurse ?call", "nurse_call"),
+    (r"dialys|\bcrrt\b|renal replacement|hemofiltrat|haemofiltrat", "dialysis_machine"),
     (r"infusion|syringe|\bpca\b|volumetric|enteral|insulin pump|\bpumps?\b", "infusion_pump"),
-    (r"patient monitor|physiolog|vital signs?|telemetry|bedside monitor|central (station|monitor)|pulse ox|oximeter|\becg\b|\bekg\b|electrocardiograph|defibrillat", "patient_monitor"),
+    (r"patient monitor|physiolog|vital signs?|telemetry|bedside monitor|central (station|monitor)|pulse ox|oximeter|\becg\b|\bekg\b|electrocardiograph|defibrillat|\baed\b|\beeg\b|electroencephalograph|fetal monitor|\bctg\b|cardiotocograph|holter|apnea monitor|apnoea monitor|capnograph", "patient_monitor"),
     (r"ventilator|respirator|\bvent\b|anaesthe|anesthe|cpap|bipap", "ventilator"),
     (r"\bct\b|\bct scanner|computed tomograph|\bcat scan", "ct_scanner"),
     (r"\bmri\b|\bmr\b|magnetic resonance", "mri_scanner"),
     (r"x-?ray|radiograph|fluoroscop|c-arm|mammograph|\bdr\b|\bcr\b|\bdexa\b|bone densit", "xray"),
     (r"ultrasound|sonograph|echocardiograph|\bultrasonic", "ultrasound"),
     (r"modality|\bpet\b|nuclear med|gamma camera|angiograph|cath(eterization)? lab|spect|imaging|endoscop", "imaging_modality"),
-    (r"analy[sz]er|laboratory|\blab\b|blood gas|hematology|haematology|chemistry|urinalysis|coagulation|centrifuge", "lab_analyzer"),
+    (r"analy[sz]er|laboratory|\blab\b|blood gas|glucose|glucometer|point[- ]of[- ]care|\bpoct?\b|hematology|haematology|chemistry|urinalysis|coagulation|centrifuge", "lab_analyzer"),
     (r"dispens|pyxis|omnicell|medication cabinet|med(ication)? station|pharmacy", "pharmacy_dispenser"),
     (r"firewall", "firewall"),
     (r"router", "router"),
@@ -133,7 +134,7 @@ def device_type_to_class(text: str | None) -> str | None:
         One of ``infusion_pump``, ``patient_monitor``, ``ventilator``,
         ``ct_scanner``, ``mri_scanner``, ``xray``, ``ultrasound``,
         ``imaging_modality``, ``lab_analyzer``, ``pharmacy_dispenser``,
-        ``nurse_call``, ``workstation``, ``server``, ``printer``,
+        ``nurse_call``, ``dialysis_machine``, ``workstation``, ``server``, ``printer``,
         ``ip_phone``, ``wireless_ap``, ``switch``, ``router``, ``firewall``,
         ``camera``, ``badge_reader``, ``hvac_controller``, ``iot_sensor``;
         None when no rule matches.

@@ -33,7 +33,9 @@ __all__ = [
     "ScanGroup",
     "Skip",
     "ScanPlan",
+    "SnapshotCheck",
     "WindowCheck",
+    "check_snapshot",
     "check_window",
     "nmap_arguments",
     "plan_scan",
@@ -45,6 +47,16 @@ log = logging.getLogger(__name__)
 # Probe kinds that send packets to one listed port; the others (version, os,
 # scripts) are one dry-run line per target.
 PORT_PROBE_KINDS = ("connect", "udp")
+
+# Source name of devices listed in the CMMS / medical-device inventory
+# (twin.discovery.inventory.SOURCE), as stored in devices.sources.
+INVENTORY_SOURCE = "inventory"
+
+# Skip reason of an inventory device whose type maps to no class.
+INVENTORY_UNKNOWN_REASON = (
+    "it is in the medical-device inventory with an unrecognised type, so it is treated as a medical device "
+    "and not probed; give it a class (a Device Type that maps to one, or a site model pattern) and rebuild"
+)
 
 # Targets listed after the nmap arguments of each group in the dry run
 # (default 20); the full list is in the probe lines.
@@ -75,15 +87,26 @@ class ScanGroup:
     targets: list[str]
     nmap_args: list[str]
 
+    @property
+    def worst_case_s(self) -> int:
+        """Seconds the group takes at most: one host timeout per target, because targets are scanned one at a time."""
+        return len(self.targets) * self.budget.host_timeout_s
+
 
 @dataclass
 class Skip:
-    """A target (an address, or a prefix summarising many) that the plan does not probe, and why."""
+    """A target (an address, or a prefix summarising many) that the plan does not probe, and why.
+
+    ``rejected`` is True for a target given explicitly (``--target``) that
+    the scope guard or the do-not-probe list rejects; a scan with such a
+    target exits with an error after it ran the rest.
+    """
 
     target: str
     device_id: str | None
     device_class: str
     reason: str
+    rejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,8 @@ class WindowCheck:
         End of the open window (None when closed or unconfigured).
     configured : bool
         False when the site configures no maintenance window at all.
+    next_end : datetime or None
+        End of the window that starts at ``next_start``.
     """
 
     open: bool
@@ -109,6 +134,17 @@ class WindowCheck:
     next_start: datetime | None = None
     closes: datetime | None = None
     configured: bool = True
+    next_end: datetime | None = None
+
+    def seconds_available(self, now: datetime) -> float | None:
+        """Return the seconds a scan started now (or at the next opening) may run; None without windows."""
+        if not self.configured:
+            return None
+        if self.open and self.closes is not None:
+            return max(0.0, (self.closes - now).total_seconds())
+        if self.next_start is not None and self.next_end is not None:
+            return (self.next_end - self.next_start).total_seconds()
+        return 0.0
 
 
 @dataclass
@@ -122,6 +158,12 @@ class ScanPlan:
     skipped: list[Skip]
     window: WindowCheck
     warnings: list[str] = field(default_factory=list)
+    resolved_names: list[str] = field(default_factory=list)
+
+    @property
+    def worst_case_s(self) -> int:
+        """Seconds the whole scan takes at most: groups run one after the other."""
+        return sum(group.worst_case_s for group in self.groups)
 
     def probe_set(self) -> set[tuple[str, str, int]]:
         """Return ``(target, proto, port)`` of every port probe (connect and udp) in the plan."""
@@ -202,17 +244,120 @@ def check_window(site: SiteConfig, now: datetime | None = None) -> WindowCheck:
         for offset in range(0, 8):
             day = local.date() + timedelta(days=offset)
             if WEEKDAYS[day.weekday()] in window.days:
-                start, _ = _window_bounds(day, window, tz)
+                start, end = _window_bounds(day, window, tz)
                 if start > local:
-                    starts.append(start)
-    next_start = min(starts) if starts else None
+                    starts.append((start, end))
+    next_start, next_end = min(starts) if starts else (None, None)
     listed = "; ".join(_describe_window(w) for w in windows)
     return WindowCheck(
         False,
         f"it is {local.strftime('%a %H:%M')} in {site.site.timezone}, outside every maintenance window ({listed}); "
         f"the next one opens {next_start.isoformat() if next_start else 'never'}",
         next_start=next_start,
+        next_end=next_end,
     )
+
+
+# -- snapshot freshness ----------------------------------------------------
+
+
+@dataclass
+class SnapshotCheck:
+    """Whether the workspace holds a current snapshot of the site, which classes every device before a scan.
+
+    Attributes
+    ----------
+    twin : Twin or None
+        The latest snapshot of the site, even when it is out of date; None
+        when there is none.
+    run_id : str or None
+        Its run id.
+    problems : list of str
+        Why the snapshot cannot be trusted (missing, of another site, older
+        than a discovery file); empty when it is current. Each names the fix.
+    """
+
+    twin: Twin | None
+    run_id: str | None
+    problems: list[str]
+
+    @property
+    def current(self) -> bool:
+        """True when there is a snapshot of the site and no discovery file changed after it was built."""
+        return not self.problems
+
+
+# Files listed by name in a "changed after the build" problem (default 5).
+CHANGED_FILES_LISTED = 5
+
+
+def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Iterable = ()) -> SnapshotCheck:
+    """Check that the workspace holds a snapshot of this site that is newer than every discovery file.
+
+    Parameters
+    ----------
+    workspace_path : path
+        The SQLite workspace ``twin build`` writes.
+    site : SiteConfig
+        The site; its name selects the snapshot.
+    site_dir : path
+        The site folder. Every file ``twin build`` would read there is
+        compared with the snapshot's build start time, except the report
+        folder, the scanner's own output (``nmap/active``) and ``skip_dirs``.
+    skip_dirs : iterable of path
+        Further folders to leave out, such as a ``--out`` folder.
+
+    Returns
+    -------
+    SnapshotCheck
+        The twin of the latest snapshot of the site, and the problems found.
+        Inventory files are named first among the changed files, because a
+        device added to the inventory is otherwise probed as ``unknown``.
+    """
+    from pathlib import Path
+
+    from twin.api import Workspace
+    from twin.discovery.active import ACTIVE_SUBDIR
+    from twin.exceptions import StoreError
+    from twin.pipeline import find_discovery_files
+
+    path = Path(workspace_path)
+    site_dir = Path(site_dir)
+    name = site.site.name
+    fix = f"run `twin build {site_dir} -w {path}` first"
+    if not path.exists():
+        return SnapshotCheck(None, None, [f"workspace {path} does not exist, so no device has a class; {fix}"])
+    workspace = Workspace(path)
+    try:
+        with workspace.store() as store:
+            runs = [run for run in store.runs() if run.site == name]
+        latest = runs[-1] if runs else None
+        twin = workspace.twin(latest.run_id) if latest is not None else None
+    except StoreError as exc:
+        return SnapshotCheck(None, None, [f"workspace {path} cannot be read ({exc}); {fix}"])
+    if latest is None:
+        return SnapshotCheck(None, None, [f"workspace {path} holds no snapshot of site {name!r}; {fix}"])
+
+    report_dir = Path(site.reports.output_dir)
+    excluded = (
+        report_dir if report_dir.is_absolute() else site_dir / report_dir,
+        site_dir / ACTIVE_SUBDIR,
+        *(Path(d) for d in skip_dirs),
+    )
+    built = float(latest.started_at or latest.finished_at)
+    changed = [p for p, _ in find_discovery_files(site_dir, exclude=excluded) if p.stat().st_mtime > built]
+    if not changed:
+        return SnapshotCheck(twin, latest.run_id, [])
+    changed.sort(key=lambda p: (p.relative_to(site_dir).parts[0] != "inventory", str(p)))
+    listed = ", ".join(str(p.relative_to(site_dir)) for p in changed[:CHANGED_FILES_LISTED])
+    if len(changed) > CHANGED_FILES_LISTED:
+        listed += f" and {len(changed) - CHANGED_FILES_LISTED} more"
+    when = datetime.fromtimestamp(built, timezone.utc).isoformat(timespec="seconds")
+    return SnapshotCheck(twin, latest.run_id, [
+        f"{len(changed)} discovery file{'s' if len(changed) > 1 else ''} changed after snapshot {latest.run_id} "
+        f"was built ({when}): {listed}; devices added there would be probed as unknown, so rebuild first: "
+        f"twin build {site_dir} -w {path}"
+    ])
 
 
 # -- nmap arguments --------------------------------------------------------
@@ -275,6 +420,7 @@ class _Device:
     device_class: str
     macs: list[str]
     ips: list[str]
+    from_inventory: bool = False
 
 
 @dataclass
@@ -289,6 +435,16 @@ def _sort_key(address: Address) -> tuple[int, int]:
     return (address.version, int(address))
 
 
+def _listed(value) -> list[str]:
+    """Return a list cell (list, tuple or numpy array) as a list of strings; anything else as []."""
+    if value is None or isinstance(value, str):
+        return []
+    try:
+        return [str(v) for v in value]
+    except TypeError:
+        return []
+
+
 def _device_index(twin: Twin | None) -> dict[Address, list[_Device]]:
     """Map each address of the twin's devices to the devices that hold it."""
     index: dict[Address, list[_Device]] = {}
@@ -300,6 +456,7 @@ def _device_index(twin: Twin | None) -> dict[Address, list[_Device]]:
             device_class=str(row.device_class) if isinstance(row.device_class, str) and row.device_class else UNKNOWN_CLASS,
             macs=[str(m).lower() for m in (row.macs if isinstance(row.macs, (list, tuple)) else [])],
             ips=[str(a) for a in (row.ips if isinstance(row.ips, (list, tuple)) else [])],
+            from_inventory=INVENTORY_SOURCE in _listed(getattr(row, "sources", None)),
         )
         for text in device.ips:
             try:
@@ -361,6 +518,9 @@ class _Planner:
             reason = self._device_skip_reason(device)
             if reason:
                 return _Decision(ids, device.device_class, None, reason)
+        for device in devices:
+            if device.from_inventory and device.device_class == UNKNOWN_CLASS:
+                return _Decision(ids, UNKNOWN_CLASS, budget_for(UNKNOWN_CLASS, {}), INVENTORY_UNKNOWN_REASON)
         # Several devices on one address: the most conservative budget wins.
         device = min(devices, key=lambda d: budget_for(d.device_class, self.budgets).restrictiveness())
         budget = budget_for(device.device_class, self.budgets)
@@ -427,19 +587,71 @@ def plan_scan(
 
     chosen: dict[Address, _Decision] = {}
     if not site.discovery.scopes:
-        skipped.append(Skip("(all targets)", None, UNKNOWN_CLASS, "active discovery is off because discovery.scopes is empty"))
+        skipped.append(Skip(
+            "(all targets)", None, UNKNOWN_CLASS,
+            "active discovery is off because discovery.scopes is empty; add the prefixes that may be probed to "
+            "discovery.scopes in site.yaml",
+            rejected=targets is not None,
+        ))
     elif targets is None:
         _plan_scopes(planner, guard, site, chosen, skipped, warnings, max_targets)
     else:
         _plan_targets(planner, guard, list(targets), chosen, skipped, warnings, max_targets)
 
     groups, probes = _build_groups(chosen)
+    warnings += _fragile_port_warnings(planner.budgets, groups)
     plan = ScanPlan(site.site.name, created, groups, probes, skipped, window, warnings)
+    if targets is not None:
+        plan.resolved_names = [str(t) for t in targets if _is_hostname(t)]
+    plan.warnings += _duration_warnings(plan)
     log.info(
         "scan plan for %s: %d targets in %d groups, %d probes, %d skipped",
         site.site.name, len(plan.targets()), len(groups), len(probes), len(skipped),
     )
     return plan
+
+
+def _is_hostname(target) -> bool:
+    try:
+        return isinstance(parse_target(str(target)), str)
+    except OutOfScope:
+        return False
+
+
+def _format_duration(seconds: float) -> str:
+    """Format seconds as ``3 h 20 min``, ``12 min`` or ``45 s``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod((seconds + 59) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _duration_warnings(plan: ScanPlan) -> list[str]:
+    """Warn when the worst-case duration of the plan exceeds the time its maintenance window leaves."""
+    available = plan.window.seconds_available(plan.created)
+    if available is None or not plan.groups or plan.worst_case_s <= available:
+        return []
+    which = "the current maintenance window has" if plan.window.open else "the next maintenance window has"
+    return [
+        f"the scan takes up to {_format_duration(plan.worst_case_s)} (one host timeout per target, one target at a "
+        f"time), but {which} {_format_duration(available)} left; groups that would start after the window closes "
+        "are not started and a running nmap is stopped, so narrow the targets with --target or lower host_timeout"
+    ]
+
+
+def _fragile_port_warnings(budgets: dict[str, Budget], groups: list[ScanGroup]) -> list[str]:
+    """Warn, per budget of the plan, about listed raw-print ports that are left out."""
+    used = {group.budget.name for group in groups}
+    warnings = []
+    for name in sorted(used):
+        dropped = budgets[name].dropped_ports if name in budgets else ()
+        if dropped:
+            warnings.append(
+                f"budget {name} lists {', '.join(dropped)}, raw-print and printer-management ports that are never "
+                "probed; they are left out of the scan"
+            )
+    return warnings
 
 
 def _add(address: Address, decision: _Decision, chosen: dict, skipped: list[Skip]) -> bool:
@@ -458,7 +670,8 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
     unknown = planner.unknown_decision()
     for scope in site.discovery.scopes:
         for prefix, reason in guard.refused_parts(scope):
-            skipped.append(Skip(prefix, None, UNKNOWN_CLASS, f"part of scope {scope} refused: {reason}"))
+            device_id, device_class = _known_device(planner, prefix)
+            skipped.append(Skip(prefix, device_id, device_class, f"part of scope {scope} rejected: {reason}"))
     # Known devices first, so a large scope never crowds them out.
     left_out = 0
     for address in known:
@@ -473,7 +686,7 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
     if left_out:
         warnings.append(
             f"{left_out} addresses of devices in the twin are not planned because the plan is limited to "
-            f"{max_targets} targets; give narrower --target prefixes or raise the limit"
+            f"{max_targets} targets; narrow the targets with --target or split the scope"
         )
     for scope in site.discovery.scopes:
         allowed_total = guard.allowed_count(scope)
@@ -499,7 +712,7 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
         if left > 0:
             warnings.append(
                 f"{left} allowed addresses of scope {scope} are not planned because the plan is limited to "
-                f"{max_targets} targets; give narrower --target prefixes or raise the limit"
+                f"{max_targets} targets; narrow the targets with --target or split the scope"
             )
 
 
@@ -510,7 +723,8 @@ def _plan_targets(planner: _Planner, guard: ScopeGuard, targets: list[str], chos
         try:
             addresses = guard.check(target, limit=max_targets)
         except OutOfScope as exc:
-            skipped.append(Skip(str(target), None, UNKNOWN_CLASS, f"{exc.reason}; {exc.fix}"))
+            device_id, device_class = _known_device(planner, str(target))
+            skipped.append(Skip(str(target), device_id, device_class, f"{exc.reason}; {exc.fix}", rejected=True))
             continue
         unknown_skips: dict[str, list[Address]] = {}
         for address in addresses:
@@ -524,12 +738,29 @@ def _plan_targets(planner: _Planner, guard: ScopeGuard, targets: list[str], chos
             if decision.device_id is None and decision.reason is not None:
                 unknown_skips.setdefault(decision.reason, []).append(address)
                 continue
-            _add(address, decision, chosen, skipped)
+            if not _add(address, decision, chosen, skipped) and decision.budget is None:
+                # Skipped by the do-not-probe list (MAC prefix, class or another address of the device).
+                skipped[-1].rejected = True
         for reason, skipped_addresses in unknown_skips.items():
             if len(skipped_addresses) == 1:
                 skipped.append(Skip(str(skipped_addresses[0]), None, UNKNOWN_CLASS, reason))
             else:
                 skipped.append(Skip(str(target), None, UNKNOWN_CLASS, f"{len(skipped_addresses)} addresses not in the twin: {reason}"))
+
+
+def _known_device(planner: _Planner, target: str) -> tuple[str | None, str]:
+    """Return (device ids, class) of the twin's device on a single-address target, else (None, unknown)."""
+    try:
+        value = parse_target(target)
+    except OutOfScope:
+        return None, UNKNOWN_CLASS
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and value.num_addresses == 1:
+        value = value.network_address
+    devices = planner.index.get(value, []) if not isinstance(value, str) else []
+    if not devices:
+        return None, UNKNOWN_CLASS
+    devices = sorted(devices, key=lambda d: d.device_id)
+    return "+".join(d.device_id for d in devices), devices[0].device_class
 
 
 def _build_groups(chosen: dict[Address, _Decision]) -> tuple[list[ScanGroup], list[Probe]]:
@@ -570,11 +801,15 @@ def render_dry_run(plan: ScanPlan) -> str:
     reason, and the warnings. Columns are separated by two spaces, so a
     ``probe`` line splits back into its fields with ``split()``.
     """
+    header = f"# dry run for site {plan.site}, planned {plan.created.isoformat()}: nothing is sent to the targets"
+    if plan.resolved_names:
+        header += f"; host names were resolved with a DNS query ({', '.join(plan.resolved_names)})"
     lines = [
-        f"# dry run for site {plan.site}, planned {plan.created.isoformat()}: nothing is sent",
+        header,
         f"window: {'open' if plan.window.open else 'closed'}: {plan.window.reason}",
         f"summary: targets {len(plan.targets())}, groups {len(plan.groups)}, probes {len(plan.probes)}, "
-        f"port probes {len(plan.probe_set())}, skipped {len(plan.skipped)}",
+        f"port probes {len(plan.probe_set())}, skipped {len(plan.skipped)}, "
+        f"worst-case duration {_format_duration(plan.worst_case_s)}",
         "",
     ]
     for group in plan.groups:
@@ -582,7 +817,8 @@ def render_dry_run(plan: ScanPlan) -> str:
         lines.append(
             f"group {budget.name}: {len(group.targets)} target{'' if len(group.targets) == 1 else 's'}, probes {','.join(sorted(budget.probes))}, "
             f"max_rate {budget.max_rate}/s, max_connections {budget.max_connections} per target, "
-            f"host_timeout {budget.host_timeout_s}s, retries {budget.retries} (source: {budget.source})"
+            f"host_timeout {budget.host_timeout_s}s, retries {budget.retries}, "
+            f"worst case {_format_duration(group.worst_case_s)} (source: {budget.source})"
         )
         shown = group.targets[:DRY_RUN_LISTED_TARGETS]
         more = len(group.targets) - len(shown)

@@ -12,7 +12,7 @@ when all of these hold:
    (unless a scope is itself a loopback prefix), link-local (169.254.0.0/16,
    fe80::/10), multicast, broadcast (255.255.255.255 and the broadcast address
    of every IPv4 scope and segment prefix), the network address of every
-   IPv4 segment prefix, or reserved (240.0.0.0/4);
+   IPv4 scope and segment prefix, or reserved (240.0.0.0/4);
 3. it lies inside a scope;
 4. it lies outside every ``exclude`` prefix;
 5. it is not on ``do_not_probe.addresses``;
@@ -127,7 +127,7 @@ class OutOfScope(ScopeError):
         self.reason = reason
         self.fix = fix
         where = self.target if address in (None, self.target) else f"{self.target} ({address})"
-        super().__init__(f"target {where} refused: {reason}; {fix}")
+        super().__init__(f"target {where} rejected: {reason}; {fix}")
 
 
 class _Ranges:
@@ -332,6 +332,7 @@ class ScopeGuard:
         subnets: Iterable[str] = (),
     ):
         self.discovery = discovery
+        self.allow_public_flag = bool(allow_public)
         self.public_allowed = bool(allow_public and discovery.allow_public)
         self.resolve = resolve or _default_resolve
 
@@ -358,13 +359,14 @@ class ScopeGuard:
                 broadcasts.append((net, ipaddress.IPv4Network(net.broadcast_address)))
         for net, address in broadcasts:
             rules.append(_Rule("broadcast", f"it is the broadcast address of {net}", _Ranges.of([address])))
-        # The network address of a segment names the subnet, not a host; a
-        # probe to it is answered, if at all, by routers as a broadcast.
-        for text in subnets:
-            net = _unmap_network(ipaddress.ip_network(text, strict=False))
-            if net.version == 4 and net.prefixlen <= 30:
-                network = ipaddress.IPv4Network(net.network_address)
-                rules.append(_Rule("network", f"it is the network address of segment prefix {net}", _Ranges.of([network])))
+        # The network address of a scope or segment names the subnet, not a
+        # host; a probe to it is answered, if at all, by routers as a broadcast.
+        for kind, texts in (("scope", discovery.scopes), ("segment prefix", subnets)):
+            for text in texts:
+                net = _unmap_network(ipaddress.ip_network(text, strict=False))
+                if net.version == 4 and net.prefixlen <= 30:
+                    network = ipaddress.IPv4Network(net.network_address)
+                    rules.append(_Rule("network", f"it is the network address of {kind} {net}", _Ranges.of([network])))
         self._special = rules
 
         self._scope = _Ranges.of(self.scopes)
@@ -397,7 +399,7 @@ class ScopeGuard:
         for rule in self._special:
             part = wanted.intersect(rule.refused)
             if part:
-                return rule.reason, "such addresses are never probed; remove them from the targets", part
+                return rule.reason, "such addresses are never probed, so remove the target", part
         outside = wanted.subtract(self._scope)
         if outside:
             return (
@@ -422,21 +424,49 @@ class ScopeGuard:
                     part,
                 )
         part = wanted.intersect(self._public)
-        if self.discovery.allow_public:
-            why, fix = "the --allow-public override was not given", "pass --allow-public to probe public addresses"
-        else:
-            why = "the site does not set discovery.allow_public"
-            fix = "set discovery.allow_public: true in site.yaml and pass --allow-public to probe public addresses"
+        why, fix = self._public_override()
         return f"it is a public address and {why}", fix, part
 
+    def _public_override(self) -> tuple[str, str]:
+        """Return (which public override is missing, the fix); both are needed."""
+        site, flag = bool(self.discovery.allow_public), self.allow_public_flag
+        if site and not flag:
+            return "the --allow-public flag was not given", "pass --allow-public to probe public addresses"
+        if flag and not site:
+            return (
+                "the site does not set discovery.allow_public (--allow-public alone is not enough)",
+                "set discovery.allow_public: true in site.yaml to probe public addresses",
+            )
+        return (
+            "neither the site's discovery.allow_public nor the --allow-public flag is set",
+            "set discovery.allow_public: true in site.yaml and pass --allow-public to probe public addresses",
+        )
+
+    def _main_refusal(self, refused: _Ranges) -> tuple[str, str, _Ranges]:
+        """Return (reason, fix, part) of the rule that rejects the largest part of ``refused``.
+
+        The fix is the rule's own; :meth:`_fix` replaces it with the allowed
+        part when there is one.
+        """
+        best = self._first_refusal(refused)
+        remaining = refused.subtract(best[2])
+        while remaining:
+            candidate = self._first_refusal(remaining)
+            if candidate[2].count() > best[2].count():
+                best = candidate
+            remaining = remaining.subtract(candidate[2])
+        return best
+
     def _fix(self, wanted: _Ranges, fix: str) -> str:
+        """Return one fix: the allowed part of ``wanted`` to give instead when there is one, else ``fix``."""
         allowed = wanted.intersect(self._allowed)
         if not allowed:
             return fix
         prefixes = allowed.prefixes()
         shown = ", ".join(map(str, prefixes[:MAX_LISTED_PREFIXES]))
         more = f" and {len(prefixes) - MAX_LISTED_PREFIXES} more prefixes" if len(prefixes) > MAX_LISTED_PREFIXES else ""
-        return f"the allowed part is {shown}{more} ({allowed.count()} addresses); give that instead, or {fix}"
+        count = allowed.count()
+        return f"give the allowed part instead: {shown}{more} ({count} address{'es' if count != 1 else ''})"
 
     def is_allowed(self, address: str | Address) -> bool:
         """Return True when one address may be probed."""
@@ -477,18 +507,38 @@ class ScopeGuard:
             wanted = _Ranges.of([value])
         refused = wanted.subtract(self._allowed)
         if refused:
-            reason, fix, part = self._first_refusal(refused)
-            first = part.prefixes()[0]
-            shown = str(first.network_address) if first.num_addresses == 1 else str(first)
-            raise OutOfScope(target, reason, self._fix(wanted, fix), address=shown)
+            raise self._cidr_refusal(target, wanted, refused)
         size = wanted.count()
         if size > limit:
             raise OutOfScope(
                 target,
-                f"it has {size} addresses, more than the limit of {limit}",
-                "split it into smaller prefixes or raise the target limit",
+                f"it has {size} addresses, more than the limit of {limit} targets per scan",
+                f"split it into prefixes of at most {limit} addresses and scan them one after the other",
             )
         return list(wanted.addresses())
+
+    def _cidr_refusal(self, target: str, wanted: _Ranges, refused: _Ranges) -> OutOfScope:
+        """Build the error for a target with rejected addresses: the main reason, the part it rejects, one fix."""
+        reason, fix, part = self._main_refusal(refused)
+        prefixes = part.prefixes()
+        shown = ", ".join(str(p.network_address) if p.num_addresses == 1 else str(p) for p in prefixes[:MAX_LISTED_PREFIXES])
+        if len(prefixes) > MAX_LISTED_PREFIXES:
+            shown += f" and {len(prefixes) - MAX_LISTED_PREFIXES} more prefixes"
+        size = wanted.count()
+        if size > 1:
+            reason = f"{part.count()} of its {size} addresses are rejected because {reason}"
+            others = refused.count() - part.count()
+            if others:
+                other_reasons = [r.removeprefix("it is ") for r, _ in self._reasons_of(refused.subtract(part))]
+                reason += f", and {others} more for other reasons: {'; '.join(other_reasons)}"
+        return OutOfScope(target, reason, self._fix(wanted, fix), address=shown)
+
+    def _reasons_of(self, refused: _Ranges) -> Iterator[tuple[str, _Ranges]]:
+        remaining = refused
+        while remaining:
+            reason, _, part = self._first_refusal(remaining)
+            yield reason, part
+            remaining = remaining.subtract(part)
 
     def _check_hostname(self, target: str, name: str) -> list[Address]:
         try:
@@ -506,16 +556,23 @@ class ScopeGuard:
         if not addresses:
             raise OutOfScope(target, "the host name resolves to no address", "check the name or give its address")
         ordered = sorted(addresses, key=lambda a: (a.version, int(a)))
-        for address in ordered:
-            if not self._allowed.contains(address):
-                reason, fix, _ = self._first_refusal(_Ranges.of([ipaddress.ip_network(address)]))
-                raise OutOfScope(
-                    target,
-                    f"it resolves to {', '.join(map(str, ordered))}, and {address} is refused: {reason}",
-                    f"every address a name resolves to must be allowed; give the allowed addresses instead, or {fix}",
-                    address=str(address),
-                )
-        return ordered
+        rejected = [a for a in ordered if not self._allowed.contains(a)]
+        if not rejected:
+            return ordered
+        address = rejected[0]
+        reason, fix, _ = self._first_refusal(_Ranges.of([ipaddress.ip_network(address)]))
+        allowed = [str(a) for a in ordered if a not in rejected]
+        if allowed:
+            # A name is allowed only when every address it resolves to is.
+            fix = f"give the allowed address{'es' if len(allowed) > 1 else ''} instead: {', '.join(allowed)}"
+        elif fix.startswith("such addresses are never probed"):
+            fix = f"such addresses are never probed, so remove {target} from the targets"
+        raise OutOfScope(
+            target,
+            f"it resolves to {', '.join(map(str, ordered))}, and {address} is rejected: {reason}",
+            fix,
+            address=str(address),
+        )
 
     def allowed_hosts(self, cidr: str, limit: int = MAX_TARGETS) -> list[Address]:
         """Return the allowed addresses of a prefix: scope ∩ prefix − exclude − do_not_probe − special.
@@ -544,13 +601,14 @@ class ScopeGuard:
         """
         remaining = self._target_ranges(cidr).subtract(self._allowed)
         if not self.scopes:
-            return [(cidr, "the site has no discovery scopes, so active discovery is off")] if remaining else []
+            reason = "the site has no discovery scopes, so active discovery is off; add the prefixes that may be probed to discovery.scopes in site.yaml"
+            return [(cidr, reason)] if remaining else []
         rules: list[tuple[str, _Ranges]] = []
         rules += [(f"it is inside excluded prefix {net}", _Ranges.of([net])) for net in self.excludes]
         rules += [(f"it is on the do_not_probe list ({net})", _Ranges.of([net])) for net in self.do_not_probe]
         rules.append(("it is outside every discovery scope", _Ranges.of([ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]).subtract(self._scope)))
         rules += [(rule.reason, rule.refused) for rule in self._special]
-        rules.append(("it is a public address and the public-range override is not in effect", self._public))
+        rules.append((f"it is a public address and {self._public_override()[0]}", self._public))
         parts: list[tuple[str, str]] = []
         for reason, refused in rules:
             part = remaining.intersect(refused)
@@ -592,6 +650,6 @@ class ScopeGuard:
 
 
 def guard_for(site: SiteConfig, *, allow_public: bool = False, resolve: Callable[[str], list[str]] | None = None) -> ScopeGuard:
-    """Build the scope guard of a site; segment prefixes add their broadcast addresses to the refused set."""
+    """Build the scope guard of a site; segment prefixes add their network and broadcast addresses to the rejected set."""
     subnets = [cidr for segment in site.segments for cidr in segment.cidrs]
     return ScopeGuard(site.discovery, allow_public=allow_public, resolve=resolve, subnets=subnets)

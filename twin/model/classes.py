@@ -18,6 +18,7 @@ ROLE_OF_CLASS = {
     "lab_analyzer": "medical",
     "pharmacy_dispenser": "medical",
     "nurse_call": "medical",
+    "dialysis_machine": "medical",
     "workstation": "it",
     "server": "it",
     "printer": "it",
