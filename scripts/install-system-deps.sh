@@ -5,11 +5,14 @@
 #   nmap           active scans (`twin discover scan`)
 #   tcpdump        captures in the network-namespace lab tests
 #   iproute2       `ip netns`, veth and bridge for the lab tests
+#   openjdk-17-jdk-headless, maven
+#                  build and run the local Neo4j Community 5 LTS of neo4j/
+#                  (scripts/neo4j-server.sh) for the Neo4j tests and benchmarks
 # Idempotent: installed packages are skipped, and apt-get update runs only when
 # something is missing. Run as root on Debian 12 (bookworm).
 set -euo pipefail
 
-PACKAGES=(chromium poppler-utils nmap tcpdump iproute2)
+PACKAGES=(chromium poppler-utils nmap tcpdump iproute2 openjdk-17-jdk-headless maven)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

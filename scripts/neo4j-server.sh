@@ -3,6 +3,8 @@
 #
 #   scripts/neo4j-server.sh start [PORT] [STATE_DIR]   prints NEO4J_URI=bolt://127.0.0.1:PORT
 #   scripts/neo4j-server.sh stop  [PORT] [STATE_DIR]
+#   scripts/neo4j-server.sh build    compiles the launcher and writes its
+#                                    classpath to neo4j/target/classpath.txt
 #
 # The server is the embedded database of neo4j/ (Maven, from Maven Central)
 # with Bolt on 127.0.0.1 and authentication off. Its data, log and process id
@@ -54,6 +56,9 @@ start)
     kill "$(cat "$state/pid")" 2>/dev/null || true
     exit 1
     ;;
+build)
+    build
+    ;;
 stop)
     if [ -f "$state/pid" ]; then
         pid="$(cat "$state/pid")"
@@ -68,7 +73,7 @@ stop)
     rm -rf "$state"
     ;;
 *)
-    echo "usage: $0 start|stop [PORT] [STATE_DIR]" >&2
+    echo "usage: $0 start|stop [PORT] [STATE_DIR] | build" >&2
     exit 2
     ;;
 esac
