@@ -10,11 +10,19 @@ The :class:`~twin.model.twin.Twin` itself is cached with
 copy on every call, which at 100,000 devices costs seconds per rerun, and
 the pages only read it. Treat the returned twin as read-only.
 
-Only the embedded SQLite workspace is supported.
+With ``TWIN_STORE=neo4j`` in the environment (``twin app --store neo4j``
+sets it) the pages read a site's twin from a Neo4j server configured by
+``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD`` and ``NEO4J_DATABASE``.
+The context's ``path`` is then a source key made by :func:`neo4j_source`
+from the URI without credentials and the site name. Its ``run_id`` is the
+run id on the site's ``:Site`` node, so a new write to Neo4j changes every
+cache key. Neo4j keeps one twin per site and no observations, so there is
+no previous snapshot and no observation list in that mode.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -25,14 +33,23 @@ import pandas as pd
 import streamlit as st
 
 from twin.api import WORKSPACE_ENV, DeviceDetail, Workspace, default_workspace
-from twin.exceptions import SnapshotNotFound, TwinError
+from twin.cli.appcmd import NEO4J_SITE_ENV, STORE_ENV
+from twin.exceptions import ConfigError, SnapshotNotFound, TwinError
 from twin.model.site import Policy, SiteConfig
 from twin.model.twin import Twin
 
 __all__ = [
     "CACHE_TTL",
+    "STORE_ENV",
+    "NEO4J_SITE_ENV",
     "STATE_WORKSPACE",
     "STATE_SNAPSHOT",
+    "STATE_NEO4J_SITE",
+    "app_store",
+    "get_neo4j_store",
+    "neo4j_source",
+    "is_neo4j_source",
+    "resolve_neo4j_context",
     "AppContext",
     "get_workspace",
     "list_snapshots",
@@ -57,9 +74,12 @@ log = logging.getLogger(__name__)
 # the run id, so this only bounds memory held by snapshots no longer viewed.
 CACHE_TTL = 3600
 
+STORES = ("embedded", "neo4j")
+
 # Session-state keys the sidebar writes and the pages read.
 STATE_WORKSPACE = "twin_workspace"
 STATE_SNAPSHOT = "twin_snapshot"
+STATE_NEO4J_SITE = "twin_neo4j_site"
 STATE_CONTEXT = "twin_context"
 
 
@@ -77,12 +97,20 @@ class AppContext:
         Site name of that snapshot.
     previous_run_id : str or None
         The snapshot of the same site built before it, for change views.
+    store : str
+        ``embedded`` or ``neo4j``; with ``neo4j``, ``path`` is a source key
+        from :func:`neo4j_source` and ``run_id`` the site's latest write.
     """
 
     path: str
     run_id: str
     site_name: str
     previous_run_id: str | None = None
+    store: str = "embedded"
+
+    @property
+    def is_neo4j(self) -> bool:
+        return self.store == "neo4j"
 
     @property
     def workspace(self) -> Workspace:
@@ -100,9 +128,73 @@ class AppContext:
 
 def store_description(path: str) -> str:
     """Return what the sidebar shows as the store in use."""
-    # NOTE: a Neo4j store would plug in here and in get_workspace: the pages
-    # only call Workspace methods, so a Neo4j-backed Workspace needs no page change.
+    if is_neo4j_source(path):
+        uri, site = _parse_neo4j_source(path)
+        return f"Neo4j {uri}, site {site}"
     return f"embedded SQLite workspace {path}"
+
+
+def app_store() -> str:
+    """Return the store the app reads, from ``$TWIN_STORE`` (default ``embedded``).
+
+    Raises
+    ------
+    ConfigError
+        When ``TWIN_STORE`` is neither ``embedded`` nor ``neo4j``.
+    """
+    store = (os.environ.get(STORE_ENV) or "embedded").strip().lower()
+    if store not in STORES:
+        raise ConfigError(f"{STORE_ENV}={store!r} is invalid; expected embedded or neo4j")
+    return store
+
+
+_NEO4J_PREFIX = "neo4j:"
+
+
+def neo4j_source(uri: str, site: str) -> str:
+    """Return the source key the loaders take in place of a workspace path for a site in Neo4j.
+
+    ``uri`` must come without credentials (:func:`twin.graph.neo4j.redact_uri`),
+    because the key is part of every cache key.
+    """
+    return _NEO4J_PREFIX + json.dumps([uri, site])
+
+
+def is_neo4j_source(path: str) -> bool:
+    """Return True when ``path`` is a source key from :func:`neo4j_source`."""
+    return isinstance(path, str) and path.startswith(_NEO4J_PREFIX)
+
+
+def _parse_neo4j_source(path: str) -> tuple[str, str]:
+    uri, site = json.loads(path[len(_NEO4J_PREFIX):])
+    return uri, site
+
+
+@st.cache_resource(show_spinner=False)
+def get_neo4j_store(uri: str):
+    """Return the cached :class:`~twin.graph.neo4j.Neo4jStore` of the server in ``NEO4J_URI``.
+
+    The settings, password included, come from the environment
+    (:meth:`~twin.graph.neo4j.Neo4jConfig.from_env`). ``uri`` is
+    ``NEO4J_URI`` without credentials and serves as the cache key only.
+    A failed connection raises and is not cached, so the next rerun tries again.
+
+    Raises
+    ------
+    ConfigError
+        When ``NEO4J_URI`` is unset, or ``NEO4J_USER`` is set without ``NEO4J_PASSWORD``.
+    StoreError
+        When the server cannot be reached or rejects the credentials.
+    """
+    from twin.graph.neo4j import Neo4jConfig, Neo4jStore
+
+    log.info("app: connecting to Neo4j at %s", uri)
+    return Neo4jStore(Neo4jConfig.from_env())
+
+
+def _neo4j_store_for(path: str):
+    uri, site = _parse_neo4j_source(path)
+    return get_neo4j_store(uri), site
 
 
 @st.cache_resource(show_spinner=False)
@@ -130,18 +222,28 @@ def list_snapshots(path: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_twin(path: str, run_id: str) -> Twin:
     """Return one snapshot of the twin (shared between sessions; do not modify it)."""
+    if is_neo4j_source(path):
+        store, site = _neo4j_store_for(path)
+        return store.load_twin(site)
     return get_workspace(path).twin(run_id)
 
 
 @st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=8)
 def load_site(path: str, run_id: str) -> SiteConfig:
     """Return the site configuration recorded with a snapshot."""
+    if is_neo4j_source(path):
+        store, site = _neo4j_store_for(path)
+        return store.load_site(site)
     return get_workspace(path).site(run_id)
 
 
 @st.cache_data(show_spinner="Running the query catalogue ...", ttl=CACHE_TTL, max_entries=8)
 def load_findings(path: str, run_id: str) -> dict[str, pd.DataFrame]:
     """Return the whole query catalogue's findings for a snapshot."""
+    if is_neo4j_source(path):
+        from twin.analysis import run_catalogue
+
+        return run_catalogue(load_twin(path, run_id), load_site(path, run_id))
     return get_workspace(path).findings(run_id)
 
 
@@ -192,7 +294,14 @@ def load_choke_points(
 
 @st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=64)
 def load_device(path: str, run_id: str, ident: str) -> DeviceDetail:
-    """Return everything the twin stores about one device (see :meth:`Workspace.device`)."""
+    """Return everything the twin stores about one device (see :meth:`Workspace.device`).
+
+    From Neo4j the observations are an empty table, because Neo4j keeps none.
+    """
+    if is_neo4j_source(path):
+        twin = load_twin(path, run_id)
+        view = _LoadedTwinWorkspace(twin, load_site(path, run_id), load_findings(path, run_id))
+        return view.device(ident)
     workspace = get_workspace(path)
     # Workspace.device runs the catalogue again; seed it from the cached findings instead.
     return _device_detail(workspace, run_id, ident, load_findings(path, run_id))
@@ -209,6 +318,45 @@ class _KnownFindingsWorkspace(Workspace):
         super().__init__(base.path)
         self._twins = base._twins
         self._known_findings = findings
+
+    def findings(self, snapshot=None, names=None) -> dict[str, pd.DataFrame]:
+        return self._known_findings
+
+
+# Columns of EmbeddedStore.observations_for, for the empty table a Neo4j device gets.
+_OBSERVATION_COLUMNS = ("kind", "source", "origin", "seen_at", "subject", "attrs", "evidence", "role")
+
+
+class _NoObservations:
+    """Empty replacement of the embedded store in :meth:`Workspace.device`, for a twin without observations."""
+
+    def __enter__(self) -> "_NoObservations":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def observations_for(self, device_id: str, run_id: str) -> pd.DataFrame:
+        return pd.DataFrame(columns=list(_OBSERVATION_COLUMNS))
+
+
+class _LoadedTwinWorkspace(Workspace):
+    """A workspace view over a twin, site and findings already loaded (from Neo4j), without observations."""
+
+    def __init__(self, twin: Twin, site: SiteConfig, findings: dict[str, pd.DataFrame]):
+        super().__init__(f"neo4j-{twin.site}")
+        self._twin = twin
+        self._site = site
+        self._known_findings = findings
+
+    def store(self):
+        return _NoObservations()
+
+    def twin(self, snapshot=None) -> Twin:
+        return self._twin
+
+    def site(self, snapshot=None) -> SiteConfig:
+        return self._site
 
     def findings(self, snapshot=None, names=None) -> dict[str, pd.DataFrame]:
         return self._known_findings
@@ -338,3 +486,39 @@ def resolve_context(path: str, snapshot: str | None) -> tuple[AppContext | None,
     position = same_site.index(run_id)
     previous = same_site[position - 1] if position > 0 else None
     return AppContext(path=path, run_id=run_id, site_name=str(row["site"]), previous_run_id=previous), snaps, None
+
+
+def initial_neo4j_site() -> str | None:
+    """Return the site to open first in Neo4j: ``$TWIN_NEO4J_SITE`` or None (the first site)."""
+    return os.environ.get(NEO4J_SITE_ENV) or None
+
+
+def neo4j_display_uri() -> str:
+    """Return ``NEO4J_URI`` without credentials, or an empty string when it is unset."""
+    from twin.graph.neo4j import redact_uri
+
+    return redact_uri((os.environ.get("NEO4J_URI") or "").strip())
+
+
+def resolve_neo4j_context(site: str | None) -> tuple[AppContext | None, list[str], str | None]:
+    """Return the context for a site in Neo4j, the sites stored, and a message when none opens.
+
+    Reads the ``:Site`` nodes on every call (two small queries), which is how
+    the app notices a new write. ``site`` None or unknown opens the first site.
+    """
+    uri = neo4j_display_uri()
+    if not uri:
+        return None, [], "NEO4J_URI is not set; set it to the Bolt URI of your Neo4j server (for example bolt://127.0.0.1:7687) and start the app again"
+    try:
+        store = get_neo4j_store(uri)
+        sites = store.sites()
+        if not sites:
+            return None, [], f"Neo4j at {uri} contains no site yet; write one with 'twin build SITE_DIR --store neo4j' or 'twin export neo4j'"
+        name = site if site in sites else sites[0]
+        info = store.site_info(name)
+    except TwinError as exc:
+        # Driver messages repeat the URI as given, which may carry a password.
+        raw = (os.environ.get("NEO4J_URI") or "").strip()
+        return None, [], str(exc).replace(raw, uri) if raw else str(exc)
+    ctx = AppContext(path=neo4j_source(uri, name), run_id=str(info.get("run_id") or ""), site_name=name, store="neo4j")
+    return ctx, sites, None

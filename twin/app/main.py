@@ -40,6 +40,14 @@ PAGES: tuple[tuple[str, str, str, str], ...] = (
 
 def sidebar() -> data.AppContext | None:
     """Draw the sidebar (workspace, snapshot, site, counts) and return the chosen snapshot, if any."""
+    try:
+        store = data.app_store()
+    except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+        with st.sidebar:
+            st.error(str(exc))
+        return None
+    if store == "neo4j":
+        return _neo4j_sidebar()
     with st.sidebar:
         st.markdown("**iomt-twin**")
         path = st.text_input(
@@ -63,18 +71,51 @@ def sidebar() -> data.AppContext | None:
             help="Builds in this workspace, newest first.",
         )
         st.markdown(f"**Site:** {ctx.site_name}")
-        try:
-            twin = ctx.twin()
-        except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
-            log.warning("app: cannot load snapshot %s: %s", ctx.run_id, exc, exc_info=exc)
-            st.error(f"Loading snapshot {ctx.run_id} failed: {exc}")
+        if not _twin_counts(ctx):
             return None
-        cols = st.columns(2)
-        cols[0].metric("Devices", f"{len(twin.devices):,}")
-        cols[1].metric("Segments", f"{len(twin.segments):,}")
-        cols[0].metric("Communications", f"{len(twin.communications):,}")
-        cols[1].metric("Services", f"{len(twin.services):,}")
         st.caption(f"Store: {data.store_description(path)}")
+    return ctx
+
+
+def _twin_counts(ctx: data.AppContext) -> bool:
+    """Show the twin's table sizes; return False, after showing the error, when the twin does not load."""
+    try:
+        twin = ctx.twin()
+    except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+        log.warning("app: cannot load snapshot %s: %s", ctx.run_id, exc, exc_info=exc)
+        st.error(f"Loading snapshot {ctx.run_id} failed: {exc}")
+        return False
+    cols = st.columns(2)
+    cols[0].metric("Devices", f"{len(twin.devices):,}")
+    cols[1].metric("Segments", f"{len(twin.segments):,}")
+    cols[0].metric("Communications", f"{len(twin.communications):,}")
+    cols[1].metric("Services", f"{len(twin.services):,}")
+    return True
+
+
+def _neo4j_sidebar() -> data.AppContext | None:
+    """Draw the sidebar for a twin in Neo4j: server URI (without credentials), site picker, counts."""
+    with st.sidebar:
+        st.markdown("**iomt-twin**")
+        uri = data.neo4j_display_uri()
+        st.markdown(f"**Neo4j:** `{uri or 'NEO4J_URI is not set'}`")
+        chosen = st.session_state.get(data.STATE_NEO4J_SITE) or data.initial_neo4j_site()
+        ctx, sites, problem = data.resolve_neo4j_context(chosen)
+        if ctx is None:
+            log.warning("app: no twin from Neo4j at %s: %s", uri, problem)
+            st.error(f"{problem}")
+            return None
+        st.selectbox(
+            "Site",
+            sites,
+            index=sites.index(ctx.site_name),
+            key=data.STATE_NEO4J_SITE,
+            help="Sites stored in this Neo4j database. Neo4j keeps the latest twin of each site.",
+        )
+        st.caption(f"Run {ctx.run_id}")
+        if not _twin_counts(ctx):
+            return None
+        st.caption(f"Store: {data.store_description(ctx.path)}")
     return ctx
 
 

@@ -265,6 +265,8 @@ def report(
     since: Optional[str] = typer.Option(None, "--since", help="Add what changed since an earlier snapshot: 'last' (the one before), a run id, or a date (YYYY-MM-DD)."),
     trend_runs: int = typer.Option(8, "--trend", min=2, max=1000, help="Snapshots shown in the trend charts with --since."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the terminal tables."),
+    store: str = typer.Option("embedded", "--store", help="embedded (the workspace file) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD; the Cypher forms run on the server)."),
+    site: Optional[str] = typer.Option(None, "--site", help="With --store neo4j: the site name, when the database contains several."),
 ) -> None:
     """Write the segmentation report (HTML, PDF, Markdown, JSON, CSV) and print its summary."""
     from twin.report import exit_code_for, render_terminal, write_report
@@ -277,10 +279,28 @@ def report(
         raise typer.BadParameter(f"invalid format {', '.join(bad) or formats!r}; expected some of {', '.join(valid)}", param_hint="--format")
     if since is not None and snapshot is not None:
         raise typer.BadParameter("--since compares the latest snapshot with an earlier one; drop --snapshot", param_hint="--since")
-    ws = _workspace(workspace)
+    neo4j = _use_neo4j(store)
+    if neo4j and (since is not None or snapshot is not None):
+        raise typer.BadParameter(
+            "the Neo4j store keeps one twin per site and no earlier snapshots, so --since and --snapshot do not apply; "
+            "drop them, or report from a workspace (twin report -w WORKSPACE --since ...)",
+            param_hint="--store",
+        )
+    if site is not None and not neo4j:
+        raise typer.BadParameter("--site selects a site in Neo4j; use it with --store neo4j", param_hint="--site")
     try:
-        findings = _findings(ws, snapshot, None)
-        context = ws.report_context(snapshot)
+        if neo4j:
+            from twin.graph.neo4j import Neo4jConfig, report_from_neo4j
+
+            if logging.getLogger("twin").level >= logging.ERROR:
+                # Without -v, keep the server's query notifications (such as "null value
+                # eliminated in set function") out of the output, as other warnings are.
+                logging.getLogger("neo4j.notifications").setLevel(logging.ERROR)
+            findings, context = report_from_neo4j(Neo4jConfig.from_env(prompt=True), site)
+        else:
+            ws = _workspace(workspace)
+            findings = _findings(ws, snapshot, None)
+            context = ws.report_context(snapshot)
         base_formats = [f for f in wanted if f != "pdf"] or ["html"]
         if "pdf" in wanted and "html" not in base_formats:
             base_formats.append("html")
@@ -290,8 +310,8 @@ def report(
             from twin.report.changes import write_change_report
             from twin.report.diff import compute_changes, record_findings
 
-            with ws.store() as store:
-                record_findings(store, context.run_id, findings)
+            with ws.store() as embedded:
+                record_findings(embedded, context.run_id, findings)
             changes = compute_changes(ws, since=since, trend_runs=trend_runs)
             written = write_change_report(changes, findings, context, out_dir, base_formats)
             err.print(f"changes since {changes.old_run_id}: {changes.summary_line()}", highlight=False)

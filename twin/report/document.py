@@ -103,6 +103,7 @@ def report_document(
         "max_severity": max_severity(findings),
         "counts": _counts_document(context),
         "imports": _imports_document(context),
+        "imports_note": context.imports_note,
         "queries": {
             name: {
                 "description": context.descriptions.get(name),

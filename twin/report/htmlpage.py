@@ -163,6 +163,7 @@ def render_html(
         summary=records,
         sections=[_query_section(name, findings[name], context) for name in ordered_queries(findings)],
         imports=_imports_view(context),
+        imports_note=None if context.imports_note is None else display_text(context.imports_note),
         max_issues=MAX_ISSUES_SHOWN,
         script=script,
         script_digest=script_digest,

@@ -200,6 +200,9 @@ class ReportContext:
         analysis module's docstring).
     limitations : dict of str to str
         Query name to what the query cannot see.
+    imports_note : str, optional
+        Why ``imports`` is empty when the store keeps no per-file import
+        records (the Neo4j store); reports show it in place of the table.
     """
 
     site: str
@@ -210,6 +213,7 @@ class ReportContext:
     imports: list[ImportSummary] = field(default_factory=list)
     descriptions: dict[str, str] = field(default_factory=dict)
     limitations: dict[str, str] = field(default_factory=dict)
+    imports_note: str | None = None
 
 
 def ordered_queries(findings: Mapping[str, Any]) -> list[str]:

@@ -157,6 +157,8 @@ def _markdown_header(context: ReportContext, generated_at: float | None) -> list
 
 def _markdown_imports(context: ReportContext) -> list[str]:
     if not context.imports:
+        if context.imports_note:
+            return ["## Imported files", "", markdown_escape(context.imports_note), ""]
         return []
     lines = ["## Imported files", ""]
     rows = [

@@ -169,7 +169,15 @@ def render() -> None:
     else:
         show_table(evidence, hide_index=True, key="device-evidence")
 
-    st.subheader(f"Observations ({len(detail.observations)})")
+    if ctx.is_neo4j:
+        st.subheader("Observations")
+        st.info(
+            "The Neo4j store keeps the resolved twin only, with no observation history, so the observations "
+            "behind this device are not available here. Open a workspace built from the same site folder "
+            "(`twin app -w WORKSPACE`) to see them."
+        )
+    else:
+        st.subheader(f"Observations ({len(detail.observations)})")
     if not detail.observations.empty:
         obs = detail.observations[[c for c in ("kind", "source", "origin", "role", "seen_at", "attrs", "evidence") if c in detail.observations]]
         show_table(display_frame(obs), hide_index=True, key="device-observations")

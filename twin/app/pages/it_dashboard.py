@@ -102,6 +102,13 @@ def unmanaged_devices(twin: Twin, view: pd.DataFrame) -> pd.DataFrame:
 
 def _changes(ctx: data.AppContext) -> None:
     st.subheader("Change since the previous snapshot")
+    if ctx.is_neo4j:
+        st.info(
+            "The Neo4j store keeps only the latest twin of each site, with no earlier snapshots, so there is "
+            "no change to show. Build into a workspace (`twin build SITE_DIR -w WORKSPACE`) and use "
+            "`twin report --since last` or `twin app -w WORKSPACE` to compare builds."
+        )
+        return
     if ctx.previous_run_id is None:
         st.info("This is the first snapshot of the site; build it again (`twin build SITE_DIR`) to see what changed.")
         return
