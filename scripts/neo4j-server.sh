@@ -18,7 +18,7 @@ command="${1:-}"
 port="${2:-17687}"
 state="${3:-${TMPDIR:-/tmp}/iomt-twin-neo4j-$port}"
 # Seconds to wait for Bolt to accept connections after the start.
-START_TIMEOUT_S=180
+START_TIMEOUT_S=300
 
 build() {
     if [ ! -f neo4j/target/classpath.txt ] || [ neo4j/pom.xml -nt neo4j/target/classpath.txt ] \
