@@ -137,3 +137,38 @@ def test_cli_bad_policy_names_line(simulated, tmp_path):
     run = runner.invoke(app, ["simulate", "--policy", str(bad), "-w", str(path)])
     assert run.exit_code == 1
     assert f"{bad}:4: field policy.rules.0.action" in run.stderr
+
+
+def test_cli_fail_on_new_breaks_ignores_breaks_that_exist_today(simulated):
+    site_dir, path, *_ = simulated
+    # The site's own policy already breaks part of some workflows: nothing new.
+    same = runner.invoke(app, ["simulate", "--policy", str(site_dir / "site.yaml"), "-w", str(path), "--fail-on-new-breaks"])
+    assert same.exit_code == 0, same.output
+    assert "already broken under the current policy" in same.stderr
+    proposed = runner.invoke(app, ["simulate", "--policy", str(site_dir / "proposed_policy.yaml"), "-w", str(path), "--fail-on-new-breaks"])
+    assert proposed.exit_code == 3
+    assert "modalities-to-pacs" in proposed.stderr
+
+
+def test_workflow_names_split_new_and_existing_breaks(simulated):
+    *_, result = simulated
+    frame = result.workflows_broken
+    blocked = frame["blocked"].astype(int)
+    current = frame["current_blocked"].astype(int)
+    assert set(result.newly_broken_workflow_names()) == set(frame.loc[blocked > current, "workflow"])
+    assert set(result.already_broken_workflow_names()) == set(frame.loc[current > 0, "workflow"])
+    assert result.summary["workflows_newly_broken"] == len(result.newly_broken_workflow_names())
+    assert result.summary["workflows_already_broken"] == len(result.already_broken_workflow_names())
+
+
+def test_unknown_zone_is_an_error_and_unmatched_device_a_warning(simulated, tmp_path):
+    _, path, ws, *_ = simulated
+    zone = tmp_path / "zone.yaml"
+    zone.write_text('policy:\n  rules:\n  - {name: a, action: deny, from: "zone:guestt", to: any}\n', encoding="utf-8")
+    run = runner.invoke(app, ["simulate", "--policy", str(zone), "-w", str(path)])
+    assert run.exit_code == 1
+    assert f"{zone}:3: field policy.rules.0.from: rule 'a' names zone 'guestt'" in run.stderr
+    device = tmp_path / "device.yaml"
+    device.write_text('policy:\n  rules:\n  - {name: b, action: deny, from: "device:10.99.99.99", to: any}\n', encoding="utf-8")
+    result = ws.simulate(device)
+    assert any("rule 'b': its from selector" in w and "matches no device" in w for w in result.warnings)

@@ -61,8 +61,8 @@ def _print_summary(result) -> None:
     table.add_row("rules", str(len(result.current.rules)), str(len(result.proposed.rules)), f"{len(result.proposed.rules) - len(result.current.rules):+d}")
     table.add_row("flows allowed -> blocked", "", "", str(s["newly_blocked"]))
     table.add_row("flows blocked -> allowed", "", "", str(s["newly_allowed"]))
-    new = s["workflows_newly_broken"]
-    table.add_row("required workflows broken", str(s["workflows_broken"] - new), str(s["workflows_broken"]), f"+{new}")
+    table.add_row("required workflows broken", str(s["workflows_already_broken"]), str(s["workflows_broken"]),
+                  f"{s['workflows_newly_broken']} newly")
     table.add_row("violations resolved / introduced", "", "", f"-{s['violations_resolved']} / +{s['violations_introduced']}")
     table.add_row("attack paths cut / opened", "", "", f"-{s['attack_paths_cut']} / +{s['attack_paths_opened']}")
     table.add_row("attack paths not enforced today", "", "", str(s["attack_paths_unenforced"]))
@@ -95,7 +95,8 @@ def register(app: typer.Typer) -> None:
         output_format: str = typer.Option("table", "--format", "-f", help="table, json or csv (csv writes one file per section into --out)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", "-o", file_okay=False, help="Folder for csv output; created if missing."),
         limit: int = typer.Option(20, "--limit", min=1, help="Rows shown per section in table output."),
-        fail_on_broken: bool = typer.Option(False, "--fail-on-broken", help="Exit 3 when the proposed policy breaks a required workflow."),
+        fail_on_broken: bool = typer.Option(False, "--fail-on-broken", help="Exit 3 when the proposed policy breaks a required workflow, also one the current policy already breaks."),
+        fail_on_new_breaks: bool = typer.Option(False, "--fail-on-new-breaks", help="Exit 3 only when the proposed policy blocks more of a required workflow than the current policy does."),
     ) -> None:
         """Simulate a proposed policy against the recorded flows and the query catalogue."""
         from twin.policy.simulate import simulate_workspace
@@ -130,10 +131,12 @@ def register(app: typer.Typer) -> None:
 
         if result.breaks_workflows:
             newly = result.newly_broken_workflow_names()
-            already = [name for name in result.broken_workflow_names() if name not in newly]
+            already = result.already_broken_workflow_names()
             if newly:
-                err.print(f"[red]required workflows the proposed policy breaks:[/red] {', '.join(newly)}", highlight=False)
+                err.print(f"[red]required workflows the proposed policy breaks (further):[/red] {', '.join(newly)}", highlight=False)
             if already:
                 err.print(f"[yellow]required workflows already broken under the current policy:[/yellow] {', '.join(already)}", highlight=False)
+            if fail_on_new_breaks and newly:
+                raise typer.Exit(EXIT_BROKEN)
             if fail_on_broken:
                 raise typer.Exit(EXIT_BROKEN)

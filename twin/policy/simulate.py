@@ -95,7 +95,7 @@ ATTACK_PATH_COLUMNS = [
 SUMMARY_KEYS = (
     "newly_blocked", "newly_allowed", "workflows_broken", "violations_resolved", "violations_introduced",
     "attack_paths_cut", "attack_paths_opened", "attack_paths_unenforced", "workflows_newly_broken",
-    "exposure_before", "exposure_after",
+    "workflows_already_broken", "exposure_before", "exposure_after",
 )
 MODES = ("observed", "permitted")
 # Communication key shared by the flows, violations and exposure sections.
@@ -216,17 +216,21 @@ def _where(name: str, lines: dict, loc: tuple) -> str:
 def _check_segments(policy: Policy, site: SiteConfig | None, name: str, lines: dict, prefix: tuple) -> None:
     if site is None or not site.segments:
         return
-    known = {seg.id for seg in site.segments}
+    known = {"segment": {seg.id for seg in site.segments}, "zone": {seg.zone for seg in site.segments if seg.zone}}
     messages = []
     for index, rule in enumerate(policy.rules):
         for key, selector in (("from", rule.from_), ("to", rule.to)):
-            for segment in selector.segment:
-                if segment not in known:
-                    loc = prefix + ("rules", index, key)
-                    messages.append(
-                        f"{_where(name, lines, loc)}: field {'.'.join(str(p) for p in loc)}: rule {rule.name!r} names segment "
-                        f"{segment!r}, which is not defined; known: {', '.join(sorted(known))}"
-                    )
+            for kind, names in (("segment", selector.segment), ("zone", selector.zone)):
+                # A site whose segments declare no zone cannot tell a typo.
+                if not known[kind]:
+                    continue
+                for value in names:
+                    if value not in known[kind]:
+                        loc = prefix + ("rules", index, key)
+                        messages.append(
+                            f"{_where(name, lines, loc)}: field {'.'.join(str(p) for p in loc)}: rule {rule.name!r} names "
+                            f"{kind} {value!r}, which no segment of the site has; known: {', '.join(sorted(known[kind]))}"
+                        )
     if messages:
         raise ConfigError("invalid policy:\n  " + "\n  ".join(messages))
 
@@ -413,6 +417,18 @@ class SimulationResult:
         blocked = pd.to_numeric(frame["blocked"], errors="coerce").fillna(0)
         already = pd.to_numeric(frame["current_blocked"], errors="coerce").fillna(0)
         return list(dict.fromkeys(frame.loc[(blocked > already).to_numpy(), "workflow"]))
+
+    def already_broken_workflow_names(self) -> list[str]:
+        """Return the broken workflows that the current policy already blocks in part.
+
+        A workflow can be both already broken and newly broken, when the
+        proposal blocks more of it than the current policy does.
+        """
+        frame = self.workflows_broken
+        if frame.empty:
+            return []
+        already = pd.to_numeric(frame["current_blocked"], errors="coerce").fillna(0)
+        return list(dict.fromkeys(frame.loc[(already > 0).to_numpy(), "workflow"]))
 
     def broken_workflow_names(self) -> list[str]:
         """Return the names of the broken required workflows, in policy order of first appearance."""
@@ -1022,10 +1038,11 @@ def simulate(
     view = device_view(twin, site)
 
     flows = _flows(twin, site, engines, tables, view)
+    unmatched = _unmatched_selectors(proposed_policy, engines["proposed"], twin)
     checker = _WorkflowChecker(twin, site, engines, tables, flows, view)
     workflows = _workflows(checker, current_policy, proposed_policy)
     resolved, introduced = _violations(twin, site, engines)
-    warnings = list(checker.warnings)
+    warnings = unmatched + list(checker.warnings)
     paths = _attack_paths(twin, site, engines, flows, modes, view, warnings)
     exposure = _exposure(twin, site, flows)
 
@@ -1054,7 +1071,31 @@ def simulate(
         exposure=exposure, summary=summary, warnings=warnings, attack_paths_unenforced=unenforced,
     )
     summary["workflows_newly_broken"] = len(result.newly_broken_workflow_names())
+    summary["workflows_already_broken"] = len(result.already_broken_workflow_names())
     return result
+
+
+def _unmatched_selectors(policy: Policy, engine: PolicyEngine, twin: Twin) -> list[str]:
+    """Return a warning per rule side that matches no device and no recorded external address.
+
+    Such a rule never decides anything, which is most often a misspelt
+    device, building or zone rather than the intent.
+    """
+    warnings = []
+    externals = _external_addresses(twin)
+    for rule in policy.rules:
+        for side, selector in (("from", rule.from_), ("to", rule.to)):
+            if selector.any:
+                continue
+            matched = bool(engine.match_selector(selector, twin.devices).any()) if not twin.devices.empty else False
+            if not matched and externals:
+                matched = bool(np.asarray(engine.match_external(selector, externals)).any())
+            if not matched:
+                warnings.append(
+                    f"rule {rule.name!r}: its {side} selector {selector.describe()} matches no device or recorded "
+                    "external address of the snapshot, so the rule decides nothing; check the names it uses"
+                )
+    return warnings
 
 
 def simulate_workspace(ws, proposed: Policy | str | Path | dict, snapshot: str | None = None, **params) -> SimulationResult:
