@@ -198,7 +198,7 @@ def test_cli_only_rejected_target_exits_1(tmp_path):
     result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.5")
     assert result.exit_code == 1, result.output
     assert "rejected: 127.0.0.5: it is on the do_not_probe list (127.0.0.5/32)" in result.output
-    assert "nothing to scan; 1 target(s) rejected" in result.output
+    assert "nothing to scan; 1 target rejected (listed above)" in result.output
 
 
 @needs_nmap
@@ -213,11 +213,102 @@ def test_cli_partly_rejected_scan_exits_1_and_records(tmp_path, listener):
     result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "-t", "127.0.0.5")
     assert result.exit_code == 1, result.output
     assert "rejected: 127.0.0.5: it is on the do_not_probe list" in result.output
-    assert "1 target(s) rejected and not scanned: 127.0.0.5" in result.output
+    assert "1 target rejected and not scanned: 127.0.0.5" in result.output
+    assert "group 1 (unknown): complete; 1 host up, " in result.output
     manifest = json.loads(next((folder / "nmap" / "active").glob("*/.manifest.json")).read_text())
     assert manifest["complete"] is True
     assert [(s["target"], s["rejected"]) for s in manifest["skipped"]] == [("127.0.0.5", True)]
     assert [g["targets"] for g in manifest["groups"]] == [["127.0.0.1"]]
+
+
+@pytest.mark.parametrize(
+    "site_text, targets, reason",
+    [
+        (None, ["8.8.8.8"], "it is outside every discovery scope"),
+        (None, ["169.254.169.254"], "cloud metadata"),
+        (None, ["127.0.0.5"], "it is on the do_not_probe list"),
+        ("site: {name: CLI, timezone: UTC}\n", ["127.0.0.1"], "discovery.scopes is empty"),
+    ],
+)
+def test_cli_dry_run_rejected_target_exits_1(tmp_path, site_text, targets, reason):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    if site_text is not None:
+        (folder / "site.yaml").write_text(site_text, encoding="utf-8")
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    args = [arg for target in targets for arg in ("-t", target)]
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), *args, "--dry-run")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("# dry run for site CLI")
+    assert reason in result.output
+    assert f"error: 1 target rejected and never scanned: {targets[0] if site_text is None else '(all targets)'}" in result.output
+    assert not (folder / "nmap").exists()
+
+
+def test_cli_dry_run_allowed_target_exits_0(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "probe  127.0.0.1  tcp/1  connect  unknown  -" in result.output
+    assert "error:" not in result.output
+
+
+def test_cli_dry_run_checks_nmap_binary(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    dry = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "--dry-run", "--nmap", "/nonexistent")
+    assert dry.exit_code == 0, dry.output
+    assert ("warning: /nonexistent does not exist; install it with `apt-get install nmap` or pass --nmap PATH; "
+            "a real scan fails until nmap is found") in dry.output
+    real = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "--nmap", "/nonexistent")
+    assert real.exit_code == 1, real.output
+    assert "error: /nonexistent does not exist" in real.output
+    assert not (folder / "nmap").exists()
+
+
+def test_cli_closed_window_one_error_line(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    other_day = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%a").lower()
+    text = (folder / "site.yaml").read_text(encoding="utf-8")
+    text += f"  maintenance_windows:\n    - {{days: [{other_day}], start: '01:00', end: '02:00'}}\n"
+    (folder / "site.yaml").write_text(text, encoding="utf-8")
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.1", "--nmap", "/bin/true")
+    assert result.exit_code == 1, result.output
+    assert result.output.count("outside every maintenance window") == 1
+    assert "error: scan rejected because the maintenance window is closed: it is " in result.output
+    assert "(it is" not in result.output
+    assert "the scan will not start now" not in result.output
+    assert not (folder / "nmap").exists()
+
+
+def test_cli_file_copied_with_old_date_rejects_scan(tmp_path):
+    from twin.api import Workspace
+
+    folder = _cli_site(tmp_path)
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    export = folder / "inventory" / "morning.csv"
+    export.write_text("Asset Tag,Device Type,IP Address\nM1,Infusion Pump,127.0.0.2\n", encoding="utf-8")
+    earlier = time.time() - 6 * 3600
+    os.utime(export, (earlier, earlier))  # what `cp -p` keeps
+    result = _twin_cli("--site", str(folder), "-w", str(workspace), "-t", "127.0.0.2", "--nmap", "/bin/true")
+    assert result.exit_code == 1, result.output
+    assert "added inventory/morning.csv" in result.output
+    assert "rebuild first" in result.output
+    assert not (folder / "nmap").exists()
 
 
 def test_build_argv_order():
@@ -380,6 +471,7 @@ def test_run_plan_closed_window_refuses(tmp_path):
     with pytest.raises(ScanRejected) as info:
         run_plan(plan_for(site), site, site_dir)
     assert "maintenance window is closed" in str(info.value)
+    assert "(it is" not in str(info.value)
     assert str(info.value).count("the next one opens") == 1
     assert "the next window opens" not in str(info.value)
     assert not (site_dir / "nmap").exists()

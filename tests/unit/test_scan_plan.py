@@ -335,16 +335,38 @@ def test_hospital_never_probes_fragile_or_do_not_probe(hospital):
     assert chosen["server_ip"] not in probed
 
 
+def _evidence_classes(devices) -> dict[str, set[str]]:
+    """Map each address to the device class plus every class its class evidence names."""
+    classes: dict[str, set[str]] = {}
+    for ips, device_class, evidence in zip(devices["ips"], devices["device_class"], devices["class_evidence"]):
+        named = {device_class} | {item["class"] for item in evidence if "class" in item}
+        for ip in ips:
+            classes.setdefault(ip, set()).update(named)
+    return classes
+
+
 def test_hospital_printers_and_budget_per_class(hospital):
     twin, site, _ = hospital
     plan = plan_scan(twin, site, now=SATURDAY_NOON)
     budgets = budgets_for(site)
     classes = {ip: cls for ips, cls in zip(twin.devices["ips"], twin.devices["device_class"]) for ip in ips}
+    named = _evidence_classes(twin.devices)
     printer_ports = {port for target, _, port in plan.probe_set() if classes.get(target) == "printer"}
     assert printer_ports and not printer_ports & FRAGILE_PORTS
+    overridden = set()
     for group in plan.groups:
         for target in group.targets:
-            assert group.budget == budget_for(classes.get(target, "unknown"), budgets), target
+            if target not in classes:
+                assert group.budget == budget_for("unknown", budgets), target
+                continue
+            candidates = [budget_for(c, budgets) for c in named[target]]
+            # No class the evidence names has a more conservative budget than the group's.
+            assert all(group.budget.restrictiveness()[:-1] <= b.restrictiveness()[:-1] for b in candidates), target
+            assert group.budget in candidates, target
+            if group.budget != budget_for(classes[target], budgets):
+                overridden.add(target)
+    noted = {w.split("(", 1)[1].split(")", 1)[0] for w in plan.warnings if w.startswith("device ")}
+    assert noted == overridden
     assert plan.probe_set() == _expected_probe_set(plan)
 
 
@@ -544,7 +566,7 @@ def test_dry_run_header_names_resolved_hosts(small):
     twin, site = small
     plan = plan_scan(twin, site, targets=["ws1.ward.example"], now=SATURDAY_NOON, resolve=lambda name: ["10.20.0.10"])
     header = render_dry_run(plan).splitlines()[0]
-    assert header.endswith("host names were resolved with a DNS query (ws1.ward.example)")
+    assert header.endswith("; host names ws1.ward.example were resolved by the system resolver (hosts file or DNS)")
     assert "host names" not in render_dry_run(plan_scan(twin, site, targets=["10.20.0.10"], now=SATURDAY_NOON))
 
 
@@ -600,6 +622,226 @@ def test_snapshot_check_missing_other_site_and_stale(tmp_path):
     later = time.time() + 5
     os.utime(folder / "inventory" / "cmms.csv", (later, later))
     [problem] = check_snapshot(workspace, site, folder).problems
-    assert "1 discovery file changed after snapshot" in problem
-    assert problem.endswith(f"inventory/cmms.csv; devices added there would be probed as unknown, so rebuild first: "
-                            f"twin build {folder} -w {workspace}")
+    assert "1 discovery file changed since snapshot" in problem
+    assert problem.endswith(f": modified inventory/cmms.csv; devices added there would be probed as unknown, so "
+                            f"rebuild first: twin build {folder} -w {workspace}")
+
+
+# -- class evidence, budgets turned on, order, durations, snapshot contents ----------
+
+
+EVIDENCE_DEVICES = [
+    {"device_id": "nurse-pc", "device_class": "workstation", "ips": ["10.20.0.10"], "class_evidence": [
+        {"class": "workstation", "weight": 0.95, "rule": "inventory device type", "value": "Nurse Station PC"},
+        {"class": "infusion_pump", "weight": 0.85, "rule": "site model pattern", "value": "X15"},
+        {"rule": "property source", "value": {"model": "inventory"}},
+    ]},
+    {"device_id": "srv-phone", "device_class": "server", "ips": ["10.20.0.11"], "class_evidence": [
+        {"class": "server", "weight": 0.8, "rule": "sysDescr", "value": "Windows Server 2019"},
+        {"class": "ip_phone", "weight": 0.6, "rule": "listening port", "value": "5060"},
+    ]},
+    {"device_id": "ws-cam", "device_class": "workstation", "ips": ["10.20.0.12"], "class_evidence": [
+        {"class": "camera", "weight": 0.55, "rule": "host-name pattern", "value": "cam-12"},
+    ]},
+    {"device_id": "plain-ws", "device_class": "workstation", "ips": ["10.20.0.13"], "class_evidence": [
+        {"class": "workstation", "weight": 0.95, "rule": "inventory device type", "value": "Desktop"},
+        {"class": "server", "weight": 0.55, "rule": "host-name pattern", "value": "srv-13"},
+    ]},
+]
+
+
+def test_evidence_class_more_conservative_budget_applies():
+    site = parse_site(SITE, "site.yaml")
+    twin = twin_from_records(EVIDENCE_DEVICES)
+    plan = plan_scan(twin, site, targets=["10.20.0.10", "10.20.0.11", "10.20.0.12", "10.20.0.13"], now=SATURDAY_NOON)
+    assert {(g.budget.name, tuple(g.targets)) for g in plan.groups} == {("ip_phone", ("10.20.0.11",)),
+                                                                        ("workstation", ("10.20.0.13",))}
+    assert {(s.target, s.device_id, s.device_class, s.rejected) for s in plan.skipped} == {
+        ("10.20.0.10", "nurse-pc", "workstation", False),
+        ("10.20.0.12", "ws-cam", "workstation", True),  # the do-not-probe list rejects an explicit target
+    }
+    reasons = {s.target: s.reason for s in plan.skipped}
+    assert reasons["10.20.0.10"] == (
+        "class workstation, but its class evidence also names infusion_pump (site model pattern 'X15'), so the more "
+        "conservative infusion_pump budget applies; the infusion_pump budget is passive only (probes: none; source: default)"
+    )
+    assert reasons["10.20.0.12"] == (
+        "its class evidence names class camera (host-name pattern 'cam-12'), which is on discovery.do_not_probe.classes"
+    )
+    assert [w for w in plan.warnings if w.startswith("device ")] == [
+        "device srv-phone (10.20.0.11) is class server, but its class evidence also names ip_phone (listening port "
+        "'5060'), so the more conservative ip_phone budget applies"
+    ]
+    assert {p.device_class for p in plan.probes if p.target == "10.20.0.11"} == {"server"}
+
+
+def test_inventory_nurse_pc_with_pump_model_never_probed(tmp_path):
+    """A pump model on a row typed as a PC: the site pattern makes it a pump, and without the pattern the evidence still does."""
+    folder = tmp_path / "site"
+    (folder / "inventory").mkdir(parents=True)
+    patterns = "classification: {model_patterns: {infusion_pump: ['^X15$']}}\n"
+    (folder / "site.yaml").write_text(SITE.replace("Plan test", "Nurse PC") + patterns, encoding="utf-8")
+    (folder / "inventory" / "cmms.csv").write_text(
+        "Asset Tag,Device Type,Model,IP Address\n"
+        "A1,Nurse Station PC,X15,10.20.0.15\n"
+        "A2,Nurse Station PC,Alaris 8015,10.20.0.16\n"
+        "A3,Nurse Station PC,OptiPlex 7090,10.20.0.17\n",
+        encoding="utf-8",
+    )
+    workspace = Workspace(tmp_path / "w.sqlite")
+    workspace.build(folder)
+    twin = workspace.twin()
+    classes = {ips[0]: cls for ips, cls in zip(twin.devices["ips"], twin.devices["device_class"])}
+    # The site pattern wins over the inventory type; a built-in model rule does not.
+    assert classes == {"10.20.0.15": "infusion_pump", "10.20.0.16": "workstation", "10.20.0.17": "workstation"}
+    plan = plan_scan(twin, workspace.site(), targets=["10.20.0.15", "10.20.0.16", "10.20.0.17"], now=SATURDAY_NOON)
+    assert plan.targets() == ["10.20.0.17"]
+    assert {s.target: s.device_class for s in plan.skipped} == {"10.20.0.15": "infusion_pump", "10.20.0.16": "workstation"}
+    assert "also names infusion_pump (model name 'Alaris 8015')" in next(
+        s.reason for s in plan.skipped if s.target == "10.20.0.16")
+
+
+def test_site_pattern_outranks_inventory_type():
+    from twin.resolve.classify import classify
+
+    facts = {"inventory_type": "Nurse Station PC", "model": "X15", "hostname": "ward-7.example"}
+    device_class, _, evidence = classify(facts, model_patterns={"infusion_pump": ["^X15$"]})
+    assert device_class == "infusion_pump"
+    assert {(e["class"], e["rule"]) for e in evidence} == {("infusion_pump", "site model pattern"),
+                                                          ("workstation", "inventory device type")}
+    by_host, _, _ = classify(facts, hostname_patterns={"patient_monitor": ["^ward-"]})
+    assert by_host == "patient_monitor"
+    both, _, _ = classify(facts, model_patterns={"infusion_pump": ["^X15$"]}, hostname_patterns={"patient_monitor": ["^ward-"]})
+    assert both == "infusion_pump"
+    assert classify(facts)[0] == "workstation"
+
+
+def test_passive_class_turned_on_gets_default_pacing():
+    site = parse_site(
+        "site: {name: Turned on}\ndiscovery:\n  scopes: [10.20.0.0/24]\n  budgets:\n"
+        "    iot_sensor: {probes: [connect], ports: [tcp/80]}\n"
+        "    hvac_controller: {probes: [connect], ports: [tcp/80], retries: 0, host_timeout: 30s}\n",
+        "site.yaml",
+    )
+    budgets = budgets_for(site)
+    sensor = budgets["iot_sensor"]
+    assert (sensor.max_rate, sensor.max_connections, sensor.host_timeout_s, sensor.retries) == (10, 1, 60, 1)
+    hvac = budgets["hvac_controller"]
+    assert (hvac.max_rate, hvac.max_connections, hvac.host_timeout_s, hvac.retries) == (10, 1, 30, 0)
+    # A class left passive keeps the passive default.
+    assert budgets["unknown"].passive
+    assert budgets["unknown"].retries == 0
+
+
+def test_skip_lines_in_address_order(small):
+    twin, site = small
+    plan = plan_scan(twin, site, targets=TARGETS, now=SATURDAY_NOON)
+    targets = [s.target for s in plan.skipped]
+    assert targets == sorted(targets, key=lambda t: int(ipaddress.ip_address(t)))
+    _, _, skipped_in_text = _parse_dry_run(render_dry_run(plan))
+    lines = [line.split()[1] for line in render_dry_run(plan).splitlines() if line.startswith("skip ")]
+    assert lines == targets
+    scoped = plan_scan(twin, site, now=SATURDAY_NOON, max_targets=300)
+    keys = [ipaddress.ip_network(s.target.split(",")[0].split()[0], strict=False) for s in scoped.skipped]
+    assert keys == sorted(keys, key=lambda n: (int(n.network_address), n.prefixlen))
+
+
+def test_singular_limit_warning(small):
+    twin, site = small
+    plan = plan_scan(twin, site, now=SATURDAY_NOON, max_targets=3)
+    assert any(w.startswith("1 address of devices in the twin is not planned") for w in plan.warnings)
+
+
+def test_long_scan_without_window_warns():
+    site = parse_site(SITE.replace("scopes: [10.20.0.0/24]", "scopes: [10.20.0.0/16]"), "site.yaml")
+    plan = plan_scan(None, site, targets=["10.20.4.0/22"], now=SATURDAY_NOON)
+    assert plan.worst_case_s == 1024 * 60  # the /16 scope has no segment, so every address of the /22
+    assert plan.warnings[-1] == (
+        "the scan takes up to 17 h 4 min (one host timeout per target, one target at a time), more than 8 h, and no "
+        "maintenance window limits it; narrow the targets with --target, lower host_timeout, or configure "
+        "discovery.maintenance_windows"
+    )
+    short = plan_scan(None, site, targets=["10.20.4.0/24"], now=SATURDAY_NOON)
+    assert not any(w.startswith("the scan takes up to") for w in short.warnings)
+
+
+def _build_snapshot(tmp_path):
+    from twin.model.site import load_site
+
+    folder = _small_site_dir(tmp_path / "site")
+    workspace = tmp_path / "w.sqlite"
+    Workspace(workspace).build(folder)
+    return folder, load_site(folder), workspace
+
+
+def _set_mtime(path: Path, seconds_ago: float) -> None:
+    import os
+    import time
+
+    old = time.time() - seconds_ago
+    os.utime(path, (old, old))
+
+
+def test_snapshot_check_added_file_with_old_date(tmp_path):
+    from twin.discovery.plan import check_snapshot
+
+    folder, site, workspace = _build_snapshot(tmp_path)
+    morning = folder / "inventory" / "pumps.csv"
+    morning.write_text("Asset Tag,Device Type,IP Address\nP9,Infusion Pump,10.20.0.99\n", encoding="utf-8")
+    _set_mtime(morning, 6 * 3600)  # as `cp -p` of a morning export keeps it
+    check = check_snapshot(workspace, site, folder)
+    [problem] = check.problems
+    assert ": added inventory/pumps.csv; devices added there would be probed as unknown" in problem
+    assert "1 discovery file changed since snapshot" in problem
+
+
+def test_snapshot_check_replaced_file_with_old_date(tmp_path):
+    from twin.discovery.plan import check_snapshot
+
+    folder, site, workspace = _build_snapshot(tmp_path)
+    inventory = folder / "inventory" / "cmms.csv"
+    inventory.write_text("Asset Tag,Device Type,IP Address\nA1,Infusion Pump,10.20.0.20\nA2,Ventilator,10.20.0.21\n",
+                         encoding="utf-8")
+    _set_mtime(inventory, 6 * 3600)
+    [problem] = check_snapshot(workspace, site, folder).problems
+    assert ": modified inventory/cmms.csv;" in problem
+
+
+def test_snapshot_check_removed_file_and_scanner_output(tmp_path):
+    from twin.discovery.plan import check_snapshot
+
+    folder, site, workspace = _build_snapshot(tmp_path)
+    flows = folder / "flows.csv"
+    flows.write_text("ts,src_ip,dst_ip,proto,dst_port,bytes\n1,10.20.0.20,10.20.0.11,tcp,443,10\n", encoding="utf-8")
+    scanner = folder / "nmap" / "active" / "r1" / "g01.xml"
+    scanner.parent.mkdir(parents=True)
+    scanner.write_text("<nmaprun/>", encoding="utf-8")
+    Workspace(workspace).build(folder)
+    assert check_snapshot(workspace, site, folder).problems == []
+    # The scanner's own output may come and go; a discovery file may not.
+    scanner.unlink()
+    assert check_snapshot(workspace, site, folder).problems == []
+    flows.unlink()
+    [problem] = check_snapshot(workspace, site, folder).problems
+    assert ": removed flows.csv;" in problem
+
+
+def test_snapshot_check_relative_site_folder(tmp_path, monkeypatch):
+    from twin.discovery.plan import check_snapshot
+    from twin.model.site import load_site
+
+    folder = _small_site_dir(tmp_path / "sites" / "ward")
+    workspace = tmp_path / "w.sqlite"
+    monkeypatch.chdir(tmp_path)
+    Workspace(workspace).build(Path("sites") / "ward")
+    site = load_site(folder)
+    # Checked from the build's folder, from inside the site and with an absolute path.
+    assert check_snapshot(workspace, site, Path("sites") / "ward").problems == []
+    monkeypatch.chdir(folder)
+    assert check_snapshot(workspace, site, Path(".")).problems == []
+    assert check_snapshot(workspace, site, folder).problems == []
+    added = folder / "inventory" / "late.csv"
+    added.write_text("Asset Tag,Device Type,IP Address\nL1,Infusion Pump,10.20.0.98\n", encoding="utf-8")
+    _set_mtime(added, 3600)
+    [problem] = check_snapshot(workspace, site, Path(".")).problems
+    assert ": added inventory/late.csv;" in problem

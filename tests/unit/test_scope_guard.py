@@ -317,8 +317,10 @@ def test_large_prefix_over_limit(guard):
 def test_refused_parts_of_scope(guard):
     parts = guard.refused_parts("10.16.0.0/16")
     assert parts == [
-        ("10.16.1.0/28", "it is inside excluded prefix 10.16.1.0/28"),
-        ("10.16.4.10/32", "it is on the do_not_probe list (10.16.4.10/32)"),
+        ("10.16.1.0/28", "it is inside excluded prefix 10.16.1.0/28; remove 10.16.1.0/28 from discovery.exclude "
+                         "in site.yaml if it may be probed"),
+        ("10.16.4.10/32", "it is on the do_not_probe list (10.16.4.10/32); remove 10.16.4.10/32 from "
+                          "discovery.do_not_probe.addresses in site.yaml if it may be probed"),
         ("10.16.255.255/32", "it is the broadcast address of 10.16.0.0/16"),
         ("10.16.8.255/32", "it is the broadcast address of 10.16.8.0/24"),
         ("10.16.0.0/32", "it is the network address of scope 10.16.0.0/16"),
@@ -341,6 +343,16 @@ def test_half_outside_cidr_names_main_reason_and_one_fix():
     assert error.fix.startswith("give the allowed part instead: 10.232.0.1/32")
     assert error.fix.endswith("(253 addresses)")
     assert " or " not in error.fix
+
+
+def test_one_rejected_address_is_singular():
+    site = parse_site(
+        "site: {name: One}\ndiscovery: {scopes: [10.232.0.0/24], do_not_probe: {addresses: [10.232.0.50]}}\n",
+        "site.yaml",
+    )
+    with pytest.raises(OutOfScope) as info:
+        guard_for(site).check("10.232.0.48/30")
+    assert info.value.reason == "1 of its 4 addresses is rejected because it is on the do_not_probe list (10.232.0.50/32)"
 
 
 def test_hostname_to_loopback_gives_one_fix():

@@ -5,11 +5,22 @@ device classes recorded in the latest twin, prints the plan with ``--dry-run`` (
 nothing), or runs it with nmap and writes the XML beside the site's other
 discovery files.
 
-Exit codes: 0 the scan ran completely (or the dry run was printed); 1 the scan
-was rejected (no current snapshot of the site, maintenance window closed, nmap
-missing, invalid site configuration), an explicit target was rejected (out of
-scope or on the do-not-probe list; the other targets are still scanned), or a
-group ended incomplete, after keeping its results; 2 invalid command-line usage.
+Exit codes of a scan:
+
+- 0: the scan ran completely, or there was nothing to scan.
+- 1: the scan was rejected (no current snapshot of the site, maintenance
+  window closed, nmap missing, invalid site configuration). Or an explicit
+  target was rejected because it is out of scope, on the do-not-probe list,
+  or the site has no scopes, and the other targets were still scanned. Or a
+  group ended incomplete, after its results were kept.
+- 2: invalid command-line usage.
+
+Exit codes of ``--dry-run``: 0 the plan was printed. 1 an explicit target
+was rejected, as the real scan would exit (the error follows the plan), or
+the site configuration is invalid. 2 invalid command-line usage. A stale
+snapshot, a closed maintenance window and a missing nmap are ``warning:``
+lines of the dry run, because they depend on when and where the real scan
+runs.
 """
 
 from __future__ import annotations
@@ -40,6 +51,15 @@ def _snapshot_check(workspace: Optional[Path], site, site_dir: Path, out_dir: Op
     return check_snapshot(ws.path, site, site_dir, skip_dirs=[out_dir] if out_dir is not None else [])
 
 
+def _print_error(message: str) -> None:
+    err.print(f"error: {message}", highlight=False, markup=False)
+
+
+def _count(number: int, noun: str) -> str:
+    """Return ``1 target`` or ``3 targets``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 @discover_app.command("scan")
 def scan(
     site_dir: Path = typer.Option(..., "--site", exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml."),
@@ -62,8 +82,12 @@ def scan(
     ``twin build SITE -w WS`` after every change to the discovery files), so
     every device is classified before it is probed; ``--unclassified``
     accepts scanning without one.
+
+    Exit status: 0 done (or nothing to scan); 1 scan rejected, a target
+    rejected or a group incomplete, and with ``--dry-run`` a target
+    rejected; 2 usage error.
     """
-    from twin.discovery.active import describe_pacing, run_plan
+    from twin.discovery.active import NmapNotFound, describe_pacing, find_nmap, run_plan
     from twin.discovery.plan import plan_scan, render_dry_run
     from twin.model.site import load_site
 
@@ -73,15 +97,15 @@ def scan(
         plan = plan_scan(snapshot.twin, site, targets=target or None, allow_public=allow_public)
     except TwinError as exc:
         _fail(exc)
+    rejected = [skip for skip in plan.skipped if skip.rejected]
 
     if snapshot.problems:
         if not dry_run and not unclassified:
             for problem in snapshot.problems:
-                err.print(f"error: {problem}", highlight=False, markup=False)
-            err.print(
-                "error: scan rejected, because without a current snapshot unclassified medical devices would be "
-                "probed as unknown; nothing was sent (pass --unclassified to scan anyway on the unknown budget)",
-                highlight=False, markup=False,
+                _print_error(problem)
+            _print_error(
+                "scan rejected, because without a current snapshot unclassified medical devices would be "
+                "probed as unknown; nothing was sent (pass --unclassified to scan anyway on the unknown budget)"
             )
             raise typer.Exit(EXIT_ERROR)
         consequence = "every address it does not classify gets the unknown budget"
@@ -89,15 +113,37 @@ def scan(
             consequence += "; a real scan is rejected unless --unclassified is given"
         plan.warnings[:0] = [f"{problem} ({consequence})" for problem in snapshot.problems]
 
+    try:
+        find_nmap(nmap_path)
+        nmap_problem = None
+    except NmapNotFound as exc:
+        nmap_problem = str(exc)
+
     if dry_run:
+        if nmap_problem is not None:
+            plan.warnings.append(f"{nmap_problem}; a real scan fails until nmap is found")
         out.print(render_dry_run(plan), highlight=False, markup=False)
         for line in describe_pacing(plan):
             out.print(line, highlight=False, markup=False)
+        if rejected:
+            # The real scan exits 1 for these targets, so the dry run does too.
+            _print_error(
+                f"{_count(len(rejected), 'target')} rejected and never scanned: "
+                f"{', '.join(skip.target for skip in rejected)} (the reasons are in the skip lines)"
+            )
+            raise typer.Exit(EXIT_ERROR)
         raise typer.Exit(0)
 
+    if plan.groups and not plan.window.open:
+        _print_error(f"scan rejected because the maintenance window is closed: {plan.window.reason}; nothing was sent")
+        raise typer.Exit(EXIT_ERROR)
+    if nmap_problem is not None:
+        if plan.groups:
+            _print_error(f"{nmap_problem}; nothing was sent")
+            raise typer.Exit(EXIT_ERROR)
+        plan.warnings.append(nmap_problem)
     for warning in plan.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
-    rejected = [skip for skip in plan.skipped if skip.rejected]
     if target:
         for skip in plan.skipped:
             device = f" ({skip.device_class} {skip.device_id})" if skip.device_id else ""
@@ -105,9 +151,7 @@ def scan(
             err.print(f"{word}: {skip.target}{device}: {skip.reason}", highlight=False, markup=False)
     if not plan.groups:
         if rejected:
-            err.print(
-                f"error: nothing to scan; {len(rejected)} target(s) rejected (listed above)", highlight=False, markup=False
-            )
+            _print_error(f"nothing to scan; {_count(len(rejected), 'target')} rejected (listed above)")
             raise typer.Exit(EXIT_ERROR)
         err.print("nothing to scan: every target is skipped (the reasons are listed above, or run --dry-run)", highlight=False)
         raise typer.Exit(0)
@@ -116,14 +160,15 @@ def scan(
 
     def started(group) -> None:
         err.print(
-            f"group {group.index} ({group.budget}): nmap pid {group.pid} scanning {len(group.targets)} target(s)",
+            f"group {group.index} ({group.budget}): nmap pid {group.pid} scanning {_count(len(group.targets), 'target')}",
             highlight=False,
         )
 
     def finished(group) -> None:
         state = "complete" if group.complete else f"INCOMPLETE: {group.reason}"
         out.print(
-            f"group {group.index} ({group.budget}): {state}; {group.hosts_up} hosts up, {group.services} services "
+            f"group {group.index} ({group.budget}): {state}; {_count(group.hosts_up, 'host')} up, "
+            f"{_count(group.services, 'service')} "
             f"-> {group.xml}",
             highlight=False,
             markup=False,
@@ -168,7 +213,7 @@ def scan(
         raise typer.Exit(EXIT_ERROR)
     if rejected:
         err.print(
-            f"error: {len(rejected)} target(s) rejected and not scanned: {', '.join(s.target for s in rejected)} "
+            f"error: {_count(len(rejected), 'target')} rejected and not scanned: {', '.join(s.target for s in rejected)} "
             "(reasons above and in the manifest)",
             highlight=False, markup=False,
         )

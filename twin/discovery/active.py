@@ -388,7 +388,9 @@ def run_plan(
 
     window = plan.window
     if not window.open:
-        raise ScanRejected(f"scan rejected: the maintenance window is closed ({_window_text(window)}); nothing was sent")
+        raise ScanRejected(
+            f"scan rejected because the maintenance window is closed: {_window_text(window)}; nothing was sent"
+        )
     guard = guard_for(site, allow_public=allow_public)
     addresses = _guard_targets(plan, guard)
     nmap_info = find_nmap(nmap_path)
@@ -430,7 +432,7 @@ def run_plan(
         current_time = started + timedelta(seconds=time.monotonic() - clock)
         current = check_window(site, current_time)
         if not current.open:
-            result.reason = f"not started: {WINDOW_CLOSED} ({_window_text(current)})"
+            result.reason = f"not started: {WINDOW_CLOSED}; {_window_text(current)}"
             log.warning("scan run %s group %d %s", run_id, result.index, result.reason)
             _write_manifest(run)
             continue

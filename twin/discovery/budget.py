@@ -24,6 +24,7 @@ __all__ = [
     "FRAGILE_PORTS",
     "DEFAULT_BUDGETS",
     "UNKNOWN_CLASS",
+    "ENABLED_PASSIVE_DEFAULTS",
     "Budget",
     "budgets_for",
     "budget_for",
@@ -34,6 +35,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 UNKNOWN_CLASS = "unknown"
+
+# Pacing of a class that is passive by default when the site turns it on and
+# leaves a key unset: the values of the gentlest built-in active budgets
+# (printer, ip_phone, camera). max_rate in packets per second (default 10),
+# max_connections per target (1), host_timeout in seconds (60) and probe
+# retransmissions (1, the retry count of every default budget).
+ENABLED_PASSIVE_DEFAULTS = {"max_rate": 10, "max_connections": 1, "host_timeout_s": 60, "retries": 1}
 
 
 @dataclass(frozen=True)
@@ -198,8 +206,19 @@ del _name
 
 
 def _merge(name: str, base: Budget, config: ProbeBudget) -> Budget:
-    """Merge one configured budget over a resolved one, key by key."""
+    """Merge one configured budget over a resolved one, key by key.
+
+    A passive base has no pacing of its own (its values only sort it as the
+    most conservative), so keys the site leaves unset take
+    :data:`ENABLED_PASSIVE_DEFAULTS` instead.
+    """
     probes = config.probes if config.probes is not None else sorted(base.probes)
+    pacing = dict(ENABLED_PASSIVE_DEFAULTS) if base.passive else {
+        "max_rate": base.max_rate,
+        "max_connections": base.max_connections,
+        "host_timeout_s": base.host_timeout_s,
+        "retries": base.retries,
+    }
     if config.ports is not None:
         ports = list(config.ports)
     else:
@@ -212,10 +231,10 @@ def _merge(name: str, base: Budget, config: ProbeBudget) -> Budget:
         name,
         probes,
         ports,
-        max_rate=config.max_rate if config.max_rate is not None else base.max_rate,
-        max_connections=config.max_connections if config.max_connections is not None else base.max_connections,
-        host_timeout_s=config.host_timeout if config.host_timeout is not None else base.host_timeout_s,
-        retries=config.retries if config.retries is not None else base.retries,
+        max_rate=config.max_rate if config.max_rate is not None else pacing["max_rate"],
+        max_connections=config.max_connections if config.max_connections is not None else pacing["max_connections"],
+        host_timeout_s=config.host_timeout if config.host_timeout is not None else pacing["host_timeout_s"],
+        retries=config.retries if config.retries is not None else pacing["retries"],
         scripts=tuple(config.scripts or ()),
         source="site",
     )

@@ -5,9 +5,10 @@
 1. every target goes through the site's :class:`~twin.discovery.scope.ScopeGuard`;
 2. each allowed address takes the device class the twin stores for it (from
    inventory, SNMP and flows), or ``unknown`` when the twin has no device
-   with that address;
-3. the do-not-probe list (addresses, MAC prefixes, classes) and passive
-   budgets skip a device, with the reason;
+   with that address. A device gets the most conservative budget among its
+   class and every class its class evidence names;
+3. the do-not-probe list (addresses, MAC prefixes, classes, also a class in
+   the evidence) and passive budgets skip a device, with the reason;
 4. the remaining addresses are grouped by budget, one nmap argument list per
    group.
 
@@ -16,8 +17,11 @@ The planner sends nothing. :func:`render_dry_run` prints every probe of a plan.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable
@@ -61,6 +65,14 @@ INVENTORY_UNKNOWN_REASON = (
 # Targets listed after the nmap arguments of each group in the dry run
 # (default 20); the full list is in the probe lines.
 DRY_RUN_LISTED_TARGETS = 20
+
+# Worst-case scan duration in seconds above which a plan without a
+# maintenance window gets a warning (default 8 h, one night shift).
+LONG_SCAN_S = 8 * 3600
+
+# Devices named one by one in the warnings about budgets taken from class
+# evidence (default 10); the rest are counted.
+EVIDENCE_WARNINGS_LISTED = 10
 
 
 @dataclass
@@ -273,8 +285,9 @@ class SnapshotCheck:
     run_id : str or None
         Its run id.
     problems : list of str
-        Why the snapshot cannot be trusted (missing, of another site, older
-        than a discovery file); empty when it is current. Each names the fix.
+        Why the snapshot cannot be trusted (missing, of another site, or
+        discovery files added, removed or modified since its build); empty
+        when it is current. Each names the fix.
     """
 
     twin: Twin | None
@@ -283,16 +296,20 @@ class SnapshotCheck:
 
     @property
     def current(self) -> bool:
-        """True when there is a snapshot of the site and no discovery file changed after it was built."""
+        """True when there is a snapshot of the site and it imported exactly the current discovery files."""
         return not self.problems
 
 
-# Files listed by name in a "changed after the build" problem (default 5).
+# Files listed by name per kind of change (added, modified, removed) in a
+# snapshot problem (default 5); the rest are counted.
 CHANGED_FILES_LISTED = 5
+
+# Bytes read at a time when a discovery file is hashed (default 1 MiB).
+HASH_CHUNK_BYTES = 1 << 20
 
 
 def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Iterable = ()) -> SnapshotCheck:
-    """Check that the workspace holds a snapshot of this site that is newer than every discovery file.
+    """Check that the latest snapshot of this site imported exactly the site's current discovery files.
 
     Parameters
     ----------
@@ -302,8 +319,9 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
         The site; its name selects the snapshot.
     site_dir : path
         The site folder. Every file ``twin build`` would read there is
-        compared with the snapshot's build start time, except the report
-        folder, the scanner's own output (``nmap/active``) and ``skip_dirs``.
+        compared with the files the snapshot's build recorded, except the
+        report folder, the scanner's own output (``nmap/active``) and
+        ``skip_dirs``.
     skip_dirs : iterable of path
         Further folders to leave out, such as a ``--out`` folder.
 
@@ -311,8 +329,16 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
     -------
     SnapshotCheck
         The twin of the latest snapshot of the site, and the problems found.
-        Inventory files are named first among the changed files, because a
-        device added to the inventory is otherwise probed as ``unknown``.
+
+    Notes
+    -----
+    A file is out of date when it was added or removed since the build,
+    when its modification time is later than the build's start, or when
+    its SHA-256 differs from the one the build recorded. The hash catches a
+    file copied in with an older modification time (``cp -p``, ``mv``), so
+    every discovery file is read once per check. Inventory files are named
+    first, because a device added to the inventory is otherwise probed as
+    ``unknown``.
     """
     from pathlib import Path
 
@@ -331,7 +357,8 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
     try:
         with workspace.store() as store:
             runs = [run for run in store.runs() if run.site == name]
-        latest = runs[-1] if runs else None
+            latest = runs[-1] if runs else None
+            records = store.import_files(latest.run_id) if latest is not None else []
         twin = workspace.twin(latest.run_id) if latest is not None else None
     except StoreError as exc:
         return SnapshotCheck(None, None, [f"workspace {path} cannot be read ({exc}); {fix}"])
@@ -345,19 +372,109 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
         *(Path(d) for d in skip_dirs),
     )
     built = float(latest.started_at or latest.finished_at)
-    changed = [p for p, _ in find_discovery_files(site_dir, exclude=excluded) if p.stat().st_mtime > built]
-    if not changed:
+    current = {p.relative_to(site_dir): p for p, _ in find_discovery_files(site_dir, exclude=excluded)}
+    recorded = _recorded_files(records, Path(latest.site_dir or site_dir), site_dir, excluded)
+    added = sorted(set(current) - set(recorded), key=_inventory_first)
+    removed = sorted(set(recorded) - set(current), key=_inventory_first)
+    modified = sorted(
+        (rel for rel in set(current) & set(recorded) if _file_changed(current[rel], recorded[rel], built)),
+        key=_inventory_first,
+    )
+    total = len(added) + len(removed) + len(modified)
+    if not total:
         return SnapshotCheck(twin, latest.run_id, [])
-    changed.sort(key=lambda p: (p.relative_to(site_dir).parts[0] != "inventory", str(p)))
-    listed = ", ".join(str(p.relative_to(site_dir)) for p in changed[:CHANGED_FILES_LISTED])
-    if len(changed) > CHANGED_FILES_LISTED:
-        listed += f" and {len(changed) - CHANGED_FILES_LISTED} more"
+    changes = "; ".join(
+        f"{label} {_list_files(files)}"
+        for label, files in (("added", added), ("modified", modified), ("removed", removed))
+        if files
+    )
     when = datetime.fromtimestamp(built, timezone.utc).isoformat(timespec="seconds")
+    log.info("snapshot %s of site %r is out of date: %s", latest.run_id, name, changes)
     return SnapshotCheck(twin, latest.run_id, [
-        f"{len(changed)} discovery file{'s' if len(changed) > 1 else ''} changed after snapshot {latest.run_id} "
-        f"was built ({when}): {listed}; devices added there would be probed as unknown, so rebuild first: "
-        f"twin build {site_dir} -w {path}"
+        f"{total} discovery {_plural(total, 'file')} changed since snapshot {latest.run_id} was built ({when}): "
+        f"{changes}; devices added there would be probed as unknown, so rebuild first: twin build {site_dir} -w {path}"
     ])
+
+
+def _inventory_first(relative) -> tuple[bool, str]:
+    return (relative.parts[0] != "inventory", str(relative))
+
+
+def _list_files(files: list) -> str:
+    listed = ", ".join(str(f) for f in files[:CHANGED_FILES_LISTED])
+    if len(files) > CHANGED_FILES_LISTED:
+        listed += f" and {len(files) - CHANGED_FILES_LISTED} more"
+    return listed
+
+
+def _file_changed(path, record: dict, built: float) -> bool:
+    """True when a file's modification time is after the build, or its SHA-256 differs from the recorded one."""
+    if path.stat().st_mtime > built:
+        return True
+    # NOTE: a file the build could not import has no recorded hash, so only
+    # its modification time is compared.
+    if not record.get("sha256"):
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest() != record["sha256"]
+
+
+def _recorded_files(records: list[dict], built_dir, site_dir, excluded) -> dict:
+    """Map each file a build recorded to its path relative to the site folder, leaving out ``excluded`` folders.
+
+    A file the path of which cannot be placed under the site folder keeps
+    its recorded path as key, so it counts as removed and forces a rebuild.
+    """
+    from pathlib import Path
+
+    site_resolved = Path(site_dir).resolve()
+    skipped = tuple(Path(d).resolve() for d in excluded)
+    out = {}
+    for record in records:
+        relative = _site_relative(str(record["path"]), Path(built_dir), Path(site_dir))
+        if relative is None:
+            out[Path(record["path"])] = record
+            continue
+        absolute = site_resolved / relative
+        if any(absolute == d or d in absolute.parents for d in skipped):
+            continue
+        out[relative] = record
+    return out
+
+
+def _site_relative(recorded: str, built_dir, site_dir):
+    """Return a recorded import path relative to the site folder, or None.
+
+    ``twin build`` records ``<site folder as given>/<relative path>``, so the
+    path is relative to the folder the build ran in when the site folder
+    was given as a relative path. ``built_dir`` is the resolved site folder
+    the build recorded.
+    """
+    from pathlib import Path, PurePath
+
+    path = Path(recorded)
+    bases = (built_dir, site_dir.resolve(), site_dir.absolute())
+    if path.is_absolute():
+        for candidate in (path, path.resolve()):
+            for base in bases:
+                if candidate.is_relative_to(base):
+                    return PurePath(candidate.relative_to(base))
+        return None
+    # A relative site folder such as "../sites/ward" or "sites/ward": drop
+    # the leading ".." parts, then the longest run of the built folder's
+    # last names that starts the path.
+    parts = path.parts
+    while parts and parts[0] == "..":
+        parts = parts[1:]
+    names = built_dir.parts
+    for count in range(min(len(names) - 1, len(parts) - 1), 0, -1):
+        if tuple(parts[:count]) == tuple(names[-count:]):
+            return PurePath(*parts[count:])
+    # The build ran inside the site folder (site folder ".").
+    return PurePath(*parts) if parts else None
 
 
 # -- nmap arguments --------------------------------------------------------
@@ -383,8 +500,8 @@ def nmap_arguments(budget: Budget) -> list[str]:
     """Build the nmap arguments of one budget, without targets and output options.
 
     >>> from twin.discovery.budget import DEFAULT_BUDGETS
-    >>> " ".join(nmap_arguments(DEFAULT_BUDGETS["unknown"]))
-    '-n -Pn -sT -p T:22,80,443 --max-rate 10 --max-parallelism 1 --max-hostgroup 1 --host-timeout 60s --max-retries 1'
+    >>> " ".join(nmap_arguments(DEFAULT_BUDGETS["printer"]))
+    '-n -Pn -sT -p T:22,80,443,8080,8443 --max-rate 10 --max-parallelism 1 --max-hostgroup 1 --host-timeout 60s --max-retries 1'
     """
     args = ["-n", "-Pn"]
     ports = []
@@ -421,6 +538,8 @@ class _Device:
     macs: list[str]
     ips: list[str]
     from_inventory: bool = False
+    # (class, rule, value) of every class proposal in devices.class_evidence.
+    evidence: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -429,6 +548,8 @@ class _Decision:
     device_class: str
     budget: Budget | None
     reason: str | None
+    # Why the budget is that of another class named in the class evidence.
+    note: str | None = None
 
 
 def _sort_key(address: Address) -> tuple[int, int]:
@@ -437,10 +558,29 @@ def _sort_key(address: Address) -> tuple[int, int]:
 
 def _listed(value) -> list[str]:
     """Return a list cell (list, tuple or numpy array) as a list of strings; anything else as []."""
-    if value is None or isinstance(value, str):
+    return [str(v) for v in _listed_items(value)]
+
+
+def _class_evidence(value) -> list[tuple[str, str, str]]:
+    """Return (class, rule, value) of each class proposal in a ``class_evidence`` cell (a list of dicts or its JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    proposals = []
+    for item in _listed_items(value):
+        if isinstance(item, dict) and isinstance(item.get("class"), str) and item["class"]:
+            proposals.append((item["class"], str(item.get("rule") or "class evidence"), str(item.get("value") or "")))
+    return proposals
+
+
+def _listed_items(value) -> list:
+    """Return a list cell (list, tuple or numpy array) as a list of its items; anything else as []."""
+    if value is None or isinstance(value, (str, dict)):
         return []
     try:
-        return [str(v) for v in value]
+        return list(value)
     except TypeError:
         return []
 
@@ -457,6 +597,7 @@ def _device_index(twin: Twin | None) -> dict[Address, list[_Device]]:
             macs=[str(m).lower() for m in (row.macs if isinstance(row.macs, (list, tuple)) else [])],
             ips=[str(a) for a in (row.ips if isinstance(row.ips, (list, tuple)) else [])],
             from_inventory=INVENTORY_SOURCE in _listed(getattr(row, "sources", None)),
+            evidence=_class_evidence(getattr(row, "class_evidence", None)),
         )
         for text in device.ips:
             try:
@@ -482,6 +623,12 @@ class _Planner:
     def _device_skip_reason(self, device: _Device) -> str | None:
         if device.device_class in self.dnp_classes:
             return f"class {device.device_class} is on discovery.do_not_probe.classes"
+        for device_class, rule, value in device.evidence:
+            if device_class in self.dnp_classes:
+                return (
+                    f"its class evidence names class {device_class} ({rule} {value!r}), which is on "
+                    "discovery.do_not_probe.classes"
+                )
         for mac in device.macs:
             for prefix in self.dnp_macs:
                 if mac.startswith(prefix):
@@ -522,9 +669,37 @@ class _Planner:
             if device.from_inventory and device.device_class == UNKNOWN_CLASS:
                 return _Decision(ids, UNKNOWN_CLASS, budget_for(UNKNOWN_CLASS, {}), INVENTORY_UNKNOWN_REASON)
         # Several devices on one address: the most conservative budget wins.
-        device = min(devices, key=lambda d: budget_for(d.device_class, self.budgets).restrictiveness())
+        chosen = [self._device_budget(device) for device in devices]
+        index = min(range(len(devices)), key=lambda i: _conservative_key(chosen[i][0]))
+        device = devices[index]
+        budget, note = chosen[index]
+        reason = self._budget_skip_reason(budget)
+        if reason is not None and note is not None:
+            reason = f"{note}; {reason}"
+        return _Decision(ids, device.device_class, budget, reason, note if reason is None else None)
+
+    def _device_budget(self, device: _Device) -> tuple[Budget, str | None]:
+        """Return the most conservative budget among the device's class and every class its evidence names.
+
+        The second value is the reason when that budget belongs to a class
+        other than the device's own, and None otherwise.
+        """
         budget = budget_for(device.device_class, self.budgets)
-        return _Decision(ids, device.device_class, budget, self._budget_skip_reason(budget))
+        note = None
+        for device_class, rule, value in device.evidence:
+            other = budget_for(device_class, self.budgets)
+            if _conservative_key(other) < _conservative_key(budget):
+                budget = other
+                note = (
+                    f"class {device.device_class}, but its class evidence also names {device_class} "
+                    f"({rule} {value!r}), so the more conservative {device_class} budget applies"
+                )
+        return budget, note
+
+
+def _conservative_key(budget: Budget) -> tuple:
+    """Sort key of a budget without its name: two budgets with the same settings are equally conservative."""
+    return budget.restrictiveness()[:-1]
 
 
 def plan_scan(
@@ -599,7 +774,9 @@ def plan_scan(
         _plan_targets(planner, guard, list(targets), chosen, skipped, warnings, max_targets)
 
     groups, probes = _build_groups(chosen)
+    warnings += _evidence_warnings(chosen)
     warnings += _fragile_port_warnings(planner.budgets, groups)
+    skipped.sort(key=_skip_sort_key)
     plan = ScanPlan(site.site.name, created, groups, probes, skipped, window, warnings)
     if targets is not None:
         plan.resolved_names = [str(t) for t in targets if _is_hostname(t)]
@@ -619,18 +796,30 @@ def _is_hostname(target) -> bool:
 
 
 def _format_duration(seconds: float) -> str:
-    """Format seconds as ``3 h 20 min``, ``12 min`` or ``45 s``."""
+    """Format seconds as ``3 h 20 min``, ``8 h``, ``12 min`` or ``45 s``."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     hours, minutes = divmod((seconds + 59) // 60, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def _duration_warnings(plan: ScanPlan) -> list[str]:
-    """Warn when the worst-case duration of the plan exceeds the time its maintenance window leaves."""
+    """Warn when the worst-case duration exceeds the time the maintenance window leaves, or :data:`LONG_SCAN_S` without a window."""
+    if not plan.groups:
+        return []
     available = plan.window.seconds_available(plan.created)
-    if available is None or not plan.groups or plan.worst_case_s <= available:
+    if available is None:
+        if plan.worst_case_s <= LONG_SCAN_S:
+            return []
+        return [
+            f"the scan takes up to {_format_duration(plan.worst_case_s)} (one host timeout per target, one target at a "
+            f"time), more than {_format_duration(LONG_SCAN_S)}, and no maintenance window limits it; narrow the "
+            "targets with --target, lower host_timeout, or configure discovery.maintenance_windows"
+        ]
+    if plan.worst_case_s <= available:
         return []
     which = "the current maintenance window has" if plan.window.open else "the next maintenance window has"
     return [
@@ -638,6 +827,41 @@ def _duration_warnings(plan: ScanPlan) -> list[str]:
         f"time), but {which} {_format_duration(available)} left; groups that would start after the window closes "
         "are not started and a running nmap is stopped, so narrow the targets with --target or lower host_timeout"
     ]
+
+
+def _evidence_warnings(chosen: dict[Address, "_Decision"]) -> list[str]:
+    """Name the planned devices whose budget is that of a more conservative class from their class evidence."""
+    noted = [(address, decision) for address, decision in sorted(chosen.items(), key=lambda item: _sort_key(item[0]))
+             if decision.note]
+    warnings = [
+        f"device {decision.device_id} ({address}) is {decision.note}"
+        for address, decision in noted[:EVIDENCE_WARNINGS_LISTED]
+    ]
+    if len(noted) > EVIDENCE_WARNINGS_LISTED:
+        more = len(noted) - EVIDENCE_WARNINGS_LISTED
+        warnings.append(
+            f"{more} more planned {_plural(more, 'address', 'addresses')} get the budget of a more conservative "
+            "class named in their class evidence (see the group of each probe line)"
+        )
+    return warnings
+
+
+def _plural(count: int, singular: str, plural: str | None = None) -> str:
+    """Return ``singular`` for a count of 1, else ``plural`` (default: ``singular`` plus ``s``)."""
+    return singular if count == 1 else (plural or singular + "s")
+
+
+def _skip_sort_key(skip: Skip) -> tuple:
+    """Order skips by address (IPv4 before IPv6, then prefix length); host names and other text come last."""
+    try:
+        value = parse_target(re.split(r"[,\s]", skip.target, maxsplit=1)[0])
+    except OutOfScope:
+        value = skip.target
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return (0, value.version, int(value), value.max_prefixlen, "")
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return (0, value.version, int(value.network_address), value.prefixlen, "")
+    return (1, 0, 0, 0, str(value))
 
 
 def _fragile_port_warnings(budgets: dict[str, Budget], groups: list[ScanGroup]) -> list[str]:
@@ -685,7 +909,8 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
         _add(address, decision, chosen, skipped)
     if left_out:
         warnings.append(
-            f"{left_out} addresses of devices in the twin are not planned because the plan is limited to "
+            f"{left_out} {_plural(left_out, 'address', 'addresses')} of devices in the twin "
+            f"{_plural(left_out, 'is', 'are')} not planned because the plan is limited to "
             f"{max_targets} targets; narrow the targets with --target or split the scope"
         )
     for scope in site.discovery.scopes:
@@ -695,7 +920,10 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
         if unknown_total <= 0:
             continue
         if unknown.reason is not None:
-            skipped.append(Skip(scope, None, UNKNOWN_CLASS, f"{unknown_total} addresses not in the twin: {unknown.reason}"))
+            skipped.append(Skip(
+                scope, None, UNKNOWN_CLASS,
+                f"{unknown_total} {_plural(unknown_total, 'address', 'addresses')} not in the twin: {unknown.reason}",
+            ))
             continue
         room = max_targets - len(chosen)
         planned = 0
@@ -711,7 +939,8 @@ def _plan_scopes(planner: _Planner, guard: ScopeGuard, site: SiteConfig, chosen:
         left = unknown_total - planned
         if left > 0:
             warnings.append(
-                f"{left} allowed addresses of scope {scope} are not planned because the plan is limited to "
+                f"{left} allowed {_plural(left, 'address', 'addresses')} of scope {scope} "
+                f"{_plural(left, 'is', 'are')} not planned because the plan is limited to "
                 f"{max_targets} targets; narrow the targets with --target or split the scope"
             )
 
@@ -803,7 +1032,7 @@ def render_dry_run(plan: ScanPlan) -> str:
     """
     header = f"# dry run for site {plan.site}, planned {plan.created.isoformat()}: nothing is sent to the targets"
     if plan.resolved_names:
-        header += f"; host names were resolved with a DNS query ({', '.join(plan.resolved_names)})"
+        header += f"; host names {', '.join(plan.resolved_names)} were resolved by the system resolver (hosts file or DNS)"
     lines = [
         header,
         f"window: {'open' if plan.window.open else 'closed'}: {plan.window.reason}",

@@ -320,7 +320,7 @@ class ScopeGuard:
     >>> guard.check("10.16.0.200")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    twin.discovery.scope.OutOfScope: target 10.16.0.200 refused: it is inside excluded prefix 10.16.0.128/25; ...
+    twin.discovery.scope.OutOfScope: target 10.16.0.200 rejected: it is inside excluded prefix 10.16.0.128/25; ...
     """
 
     def __init__(
@@ -526,7 +526,8 @@ class ScopeGuard:
             shown += f" and {len(prefixes) - MAX_LISTED_PREFIXES} more prefixes"
         size = wanted.count()
         if size > 1:
-            reason = f"{part.count()} of its {size} addresses are rejected because {reason}"
+            count = part.count()
+            reason = f"{count} of its {size} addresses {'is' if count == 1 else 'are'} rejected because {reason}"
             others = refused.count() - part.count()
             if others:
                 other_reasons = [r.removeprefix("it is ") for r, _ in self._reasons_of(refused.subtract(part))]
@@ -597,15 +598,30 @@ class ScopeGuard:
 
         One entry per exclude prefix, do-not-probe prefix, the part outside
         the scopes, each special range and the public part, in that order,
-        so a scope with many excludes reads as one line per exclude.
+        so a scope with many excludes reads as one line per exclude. The
+        reasons of excluded and do-not-probe parts end with the setting to
+        change if the part may be probed.
         """
         remaining = self._target_ranges(cidr).subtract(self._allowed)
         if not self.scopes:
             reason = "the site has no discovery scopes, so active discovery is off; add the prefixes that may be probed to discovery.scopes in site.yaml"
             return [(cidr, reason)] if remaining else []
         rules: list[tuple[str, _Ranges]] = []
-        rules += [(f"it is inside excluded prefix {net}", _Ranges.of([net])) for net in self.excludes]
-        rules += [(f"it is on the do_not_probe list ({net})", _Ranges.of([net])) for net in self.do_not_probe]
+        rules += [
+            (
+                f"it is inside excluded prefix {net}; remove {net} from discovery.exclude in site.yaml if it may be probed",
+                _Ranges.of([net]),
+            )
+            for net in self.excludes
+        ]
+        rules += [
+            (
+                f"it is on the do_not_probe list ({net}); remove {net} from discovery.do_not_probe.addresses "
+                "in site.yaml if it may be probed",
+                _Ranges.of([net]),
+            )
+            for net in self.do_not_probe
+        ]
         rules.append(("it is outside every discovery scope", _Ranges.of([ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]).subtract(self._scope)))
         rules += [(rule.reason, rule.refused) for rule in self._special]
         rules.append((f"it is a public address and {self._public_override()[0]}", self._public))

@@ -29,6 +29,10 @@ __all__ = [
 
 
 # Weights per kind of evidence: how much each is trusted to decide a class.
+# A site pattern is the user's explicit statement about the site's devices,
+# so a match outranks every built-in rule, the inventory device type included.
+WEIGHT_SITE_MODEL_PATTERN = 0.98
+WEIGHT_SITE_HOSTNAME_PATTERN = 0.97
 WEIGHT_INVENTORY_TYPE = 0.95
 WEIGHT_MODEL = 0.85
 WEIGHT_SYS_DESCR = 0.8
@@ -236,8 +240,10 @@ def classify(
         the device received flows on), ``hostname``, ``vendor``,
         ``snmp_sys_services``.
     hostname_patterns, model_patterns : dict, optional
-        Extra regexes per class from the site configuration; they are tried
-        before the defaults.
+        Extra regexes per class from the site configuration. They are tried
+        before the built-in patterns of their kind, and a match outranks
+        every built-in rule (a model pattern outranks a host-name pattern).
+        The other proposals stay in the evidence.
 
     >>> classify({"hostname": "pump-0042", "vendor": "Baxter"})[0]
     'infusion_pump'
@@ -253,7 +259,7 @@ def classify(
     if model:
         site_class = _first_match(model_patterns or {}, model)
         if site_class:
-            proposals.append(Proposal(site_class, WEIGHT_MODEL, "site model pattern", model))
+            proposals.append(Proposal(site_class, WEIGHT_SITE_MODEL_PATTERN, "site model pattern", model))
         else:
             found = type_to_class(model)
             if found:
@@ -293,7 +299,7 @@ def classify(
         short = hostname.split(".", 1)[0]
         site_class = _first_match(hostname_patterns or {}, short)
         if site_class:
-            proposals.append(Proposal(site_class, WEIGHT_HOSTNAME + 0.05, "site host-name pattern", hostname))
+            proposals.append(Proposal(site_class, WEIGHT_SITE_HOSTNAME_PATTERN, "site host-name pattern", hostname))
         else:
             default_class = _first_match(DEFAULT_HOSTNAME_PATTERNS, short)
             if default_class:
