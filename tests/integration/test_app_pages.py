@@ -7,6 +7,7 @@ never from the page modules' own helpers.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,25 @@ def test_map_overlays_and_styles(open_app, hospital):
     assert (view.edges["kind"] == "attack_path").any()
 
 
+def test_map_legend_follows_overlays(open_app):
+    from twin.app import mapview
+
+    def legend_entries(at: AppTest) -> list[str]:
+        bodies = [h.proto.body for h in at.get("html") if "communication" in h.proto.body]
+        assert len(bodies) == 1
+        return re.findall(r"</span>([^<]+)</span>", bodies[0])
+
+    at = open_app("map.py")
+    entries = legend_entries(at)
+    assert "violation (denied by policy)" in entries
+    assert mapview.LEGEND_BORDER_LABEL in entries
+    assert "attack-path hop" not in entries
+    at.toggle(key="map-paths").set_value(True).run()
+    assert "attack-path hop" in legend_entries(at)
+    at.toggle(key="map-violations").set_value(False).run()
+    assert "violation (denied by policy)" not in legend_entries(at)
+
+
 def test_map_html_is_self_contained(open_app):
     at = open_app("map.py")
     srcdoc = at.get("iframe")[0].proto.srcdoc
@@ -199,6 +219,61 @@ def test_device_page_unknown(open_app):
     assert "no device matches 'no-such-device'" in at.warning[0].value
 
 
+def test_device_page_identity_sources(open_app, hospital):
+    at = open_app("device.py", {"device": "10.16.4.10"})
+    row = hospital.find_device("10.16.4.10")
+    winner = max((e for e in row["class_evidence"] if e.get("class") == row["device_class"]), key=lambda e: e["weight"])
+    assert winner["rule"] == "inventory device type"
+    facts = drawn_table(at, "device-facts").set_index("property")["source"]
+    for prop in ("device_class", "confidence"):
+        assert facts[prop] == "classification rule 'inventory device type' (inventory)", prop
+    assert facts["criticality"] != ", ".join(row["sources"])
+    evidence = drawn_table(at, "device-evidence")
+    assert set(zip(evidence["rule"], evidence["source"], evidence["decided"])) == {("inventory device type", "inventory", True)}
+
+
+def test_device_page_failed_search_clears_url(open_app):
+    at = open_app("device.py", {"device": "10.16.4.10"})
+    assert at.query_params.get("device", "").startswith("dev-")
+    at.text_input(key="device-search").set_value("no-such-device").run()
+    assert not at.exception
+    assert "no device matches 'no-such-device'" in at.warning[0].value
+    assert "device" not in at.query_params
+    # A later link to the first device opens it again.
+    at.query_params["device"] = "10.16.4.10"
+    at.run()
+    assert metrics(at)["Class"] == "infusion_pump"
+
+
+@pytest.fixture(scope="module")
+def shared_ip(tmp_path_factory) -> Workspace:
+    """A small site whose inventory lists two pumps with one IP address (different MACs, serials and names)."""
+    site = tmp_path_factory.mktemp("sharedip") / "site"
+    shutil.copytree(PAIR, site, ignore=shutil.ignore_patterns("flows", "proposed_policy.yaml"))
+    with (site / "inventory" / "cmms_export.csv").open("a", encoding="utf-8") as inventory:
+        inventory.write('NB-900001,ZZ00000001,Baxter,Sigma Spectrum,Infusion Pump,ICU,"Ward 3",Building A,00:11:22:33:44:01,10.16.4.250,dup-pump-01,In Service\n')
+        inventory.write('NB-900002,ZZ00000002,Baxter,Sigma Spectrum,Infusion Pump,ICU,"Ward 3",Building A,00:11:22:33:44:02,10.16.4.250,dup-pump-02,In Service\n')
+    ws = Workspace(site.parent / "ws.sqlite")
+    ws.build(site)
+    return ws
+
+
+def test_device_page_ip_of_several_devices(shared_ip, monkeypatch):
+    devices = shared_ip.devices()
+    expected = set(devices.loc[[("10.16.4.250" in list(ips)) for ips in devices["ips"]], "device_id"])
+    assert len(expected) == 2
+    monkeypatch.setenv(WORKSPACE_ENV, str(shared_ip.path))
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT).run()
+    at.switch_page(f"{PAGES}/device.py")
+    at.query_params["device"] = "10.16.4.250"
+    at.run()
+    assert not at.exception
+    assert at.warning[0].value.startswith("'10.16.4.250' matches 2 devices")
+    matches = drawn_table(at, "device-matches")
+    assert set(matches["device"]) == {f"device?device={d}" for d in expected}
+    assert "device" not in at.query_params
+
+
 def test_device_page_without_query(open_app):
     at = open_app("device.py")
     assert_clean(at)
@@ -257,10 +332,32 @@ def test_findings_class_filter_every_tab(open_app, hospital):
     assert set(flat_table["segment_id"]) == {s for s, classes in zip(flat["segment_id"], flat["medical_classes"]) if medical[0] in classes}
 
 
-def test_findings_csv_download(open_app, hospital):
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """Record the file name and content of every download button the pages draw (the real media manager still stores them)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    recorded: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def add(self, data, mimetype, coordinates, file_name=None, is_for_static_download=False):
+        recorded[file_name] = data if isinstance(data, bytes) else bytes(data)
+        return original(self, data, mimetype, coordinates, file_name=file_name, is_for_static_download=is_for_static_download)
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return recorded
+
+
+def test_findings_csv_download(open_app, hospital, downloads):
+    from twin.report.writers import csv_filename, render_csv
+
     at = open_app("findings.py")
     buttons = [b for b in at.get("download_button")]
     assert len(buttons) == 4
+    # Each download is the finding's own columns, as twin report writes them, without the filter-only class columns.
+    findings = hospital.findings()
+    for name in ("misplaced_devices", "segment_violations", "external_exposure", "flat_segments"):
+        assert downloads[csv_filename(name)].decode("utf-8") == render_csv(findings[name]), name
 
 
 # -- attack paths -------------------------------------------------------------
@@ -422,10 +519,26 @@ def test_simulation_proposed_policy_ground_truth(open_app, hospital, truth):
     assert observed_pairs("attack_paths_opened") == {(p["entry"], p["target"]) for p in expected["attack_paths_opened"]}
 
 
+def _broken_workflows(result) -> tuple[list[str], list[str]]:
+    """Return (newly broken, already broken) workflow names computed from the simulator's workflow rows.
+
+    Already broken: some row has current_blocked > 0. Newly broken: some row
+    has blocked > current_blocked. A workflow can be both.
+    """
+    rows = result.workflows_broken
+    if rows.empty:
+        return [], []
+    newly = list(dict.fromkeys(rows.loc[(rows["blocked"] > rows["current_blocked"]).to_numpy(), "workflow"]))
+    already = list(dict.fromkeys(rows.loc[(rows["current_blocked"] > 0).to_numpy(), "workflow"]))
+    return newly, already
+
+
 def _workflow_alerts(at: AppTest, result) -> tuple[list[str], list[str]]:
-    """Return the error and warning texts the page should show for a simulation result, from the simulator's own API."""
-    newly = result.newly_broken_workflow_names()
-    already = [name for name in result.broken_workflow_names() if name not in newly]
+    """Check the page's workflow alerts against the simulation result; return (newly broken, already broken)."""
+    newly, already = _broken_workflows(result)
+    assert newly == result.newly_broken_workflow_names()
+    if hasattr(result, "already_broken_workflow_names"):
+        assert already == result.already_broken_workflow_names()
     errors = [e.value for e in at.error if "newly break" in e.value]
     warnings = [w.value for w in at.warning if "already broken under the current policy" in w.value]
     assert len(errors) == (1 if newly else 0)
@@ -438,7 +551,10 @@ def _workflow_alerts(at: AppTest, result) -> tuple[list[str], list[str]]:
         assert errors[0].startswith(f"{len(newly)} required workflow{'' if len(newly) == 1 else 's'} newly break")
     if already:
         assert warnings[0].startswith(f"{len(already)} required workflow{'' if len(already) == 1 else 's'} ")
-    assert f"Required workflows broken ({len(newly) + len(already)})" in [s.value for s in at.subheader]
+    both = [name for name in already if name in newly]
+    if both:
+        assert f"The proposed policy breaks {len(both)} of them further" in warnings[0]
+    assert f"Required workflows broken ({len(set(newly) | set(already))})" in [s.value for s in at.subheader]
     return newly, already
 
 
@@ -455,6 +571,32 @@ def test_simulation_broken_workflow_is_an_error(open_app, hospital, truth):
     shown = metrics(at)
     assert shown["Workflows newly broken"] == str(len(newly))
     assert shown["Workflows already broken"] == str(len(already))
+    comparison = drawn_table(at, "sim-comparison").set_index("measure")
+    assert int(comparison.at["Required workflows broken", "current"]) == len(already)
+    assert int(comparison.at["Required workflows broken", "proposed"]) == result.workflows_broken["workflow"].nunique()
+    status = drawn_table(at, "sim-workflows_broken").groupby("workflow")["status"].first().to_dict()
+    for name in set(newly) | set(already):
+        expected = {(True, True): "already broken, and newly broken further", (True, False): "newly broken", (False, True): "already broken"}
+        assert status[name] == expected[(name in newly, name in already)], name
+
+
+def test_simulation_workflow_both_broken(open_app, hospital):
+    if not (HOSPITAL / "proposed_policy.yaml").exists():
+        pytest.skip("sample_networks/hospital/proposed_policy.yaml is missing; regenerate the samples")
+    from twin.policy.simulate import simulate_workspace
+
+    result = simulate_workspace(hospital, HOSPITAL / "proposed_policy.yaml")
+    newly, already = _broken_workflows(result)
+    both = set(newly) & set(already)
+    if not both:
+        pytest.skip("the sample's proposed policy breaks no workflow that the current policy already breaks")
+    at = _simulate_proposed(open_app("simulation.py"))
+    warning = [w.value for w in at.warning if "already broken under the current policy" in w.value]
+    error = [e.value for e in at.error if "newly break" in e.value]
+    for name in both:
+        assert name in warning[0]
+        assert name in error[0]
+    assert metrics(at)["Workflows already broken"] == str(len(already))
     assert any(b.label == "Download the proposed policy (YAML)" for b in at.get("download_button"))
 
 
@@ -486,6 +628,25 @@ def test_simulation_invalid_rule_names_row_and_field(open_app):
     assert at.error[0].value.startswith("Invalid rule: row 2 (rule ")
     assert "field 'from'" in at.error[0].value
     assert "colour" in at.error[0].value
+
+
+@pytest.mark.parametrize(
+    ("selector", "field", "value"),
+    [("segment:a-itt", "segment", "a-itt"), ("zone:clinicl", "zone", "clinicl"), ("building:Z", "building", "Z")],
+)
+def test_simulation_unknown_site_name_rejected(open_app, selector, field, value):
+    at = open_app("simulation.py")
+    editor = at.data_editor[0].value
+    rule = editor["name"].iloc[2]
+    key = at.data_editor[0].key
+    at.session_state[key] = {"edited_rows": {2: {"to": selector}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"Invalid rule: row 3 (rule {rule!r}), field 'to': {field} {value!r} is not defined in the site")
+    # Nothing is simulated until the rule is fixed.
+    assert not [b for b in at.button if b.key == "sim-run"]
 
 
 def test_simulation_invalid_upload(open_app):
@@ -578,6 +739,46 @@ def test_biomed_dashboard_numbers(open_app, hospital):
     assert int(by_department["total"].sum()) == len(clinical)
 
 
+def test_dashboards_count_devices_not_findings(open_app, hospital):
+    devices = hospital.devices()
+    it = open_app("it_dashboard.py")
+    unmanaged = devices[(devices["managed"] != True) | (devices["device_class"] == "unknown")]  # noqa: E712
+    assert f"{len(unmanaged)} of {len(unmanaged)} devices" in [c.value for c in it.caption]
+    biomed = open_app("biomed_dashboard.py")
+    captions = [c.value for c in biomed.caption]
+    assert any(c.endswith(" devices") and " of " in c for c in captions)
+    assert not [c for c in captions if c.endswith("findings") and "device" in c]
+
+
+@pytest.fixture(scope="module")
+def no_inventory(tmp_path_factory) -> Workspace:
+    """The pair site with only its scan of the IT segment: no CMMS export and no medical device."""
+    site = tmp_path_factory.mktemp("noinventory") / "site"
+    (site / "nmap").mkdir(parents=True)
+    shutil.copy(PAIR / "site.yaml", site / "site.yaml")
+    shutil.copy(PAIR / "nmap" / "it-a.xml", site / "nmap" / "it-a.xml")
+    ws = Workspace(site.parent / "ws.sqlite")
+    ws.build(site)
+    return ws
+
+
+def test_biomed_without_inventory_or_clinical_devices(no_inventory, monkeypatch):
+    from twin.model.classes import ROLE_OF_CLASS
+
+    devices = no_inventory.devices()
+    assert not any("inventory" in list(s) for s in devices["sources"])
+    role = devices["role"].where(devices["role"].notna(), devices["device_class"].map(ROLE_OF_CLASS))
+    assert not (role == "medical").any()
+    monkeypatch.setenv(WORKSPACE_ENV, str(no_inventory.path))
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT).run()
+    at.switch_page(f"{PAGES}/biomed_dashboard.py").run()
+    assert_clean(at)
+    assert not [s.value for s in at.success if "CMMS" in s.value]
+    infos = [i.value for i in at.info]
+    assert any(i.startswith("No inventory file was imported") for i in infos)
+    assert any("no clinical (medical) devices, so none can be missing" in i for i in infos)
+
+
 # -- empty and degenerate workspaces -----------------------------------------
 
 
@@ -639,6 +840,20 @@ def test_twin_app_dry_run(tmp_path):
     assert "streamlit run" in line
     assert str(REPO / "twin" / "app" / "entry" / "app.py") in line
     assert "--server.port 8765 --server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false" in line
+
+
+def test_twin_app_dry_run_warns_on_public_address(tmp_path):
+    from typer.testing import CliRunner
+
+    from twin.cli.main import app
+
+    workspace = tmp_path / "ws.sqlite"
+    result = CliRunner().invoke(app, ["app", "-w", str(workspace), "--address", "0.0.0.0", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "warning: binding to 0.0.0.0" in result.stderr
+    assert "--server.address 0.0.0.0" in result.stdout.replace("\n", " ")
+    loopback = CliRunner().invoke(app, ["app", "-w", str(workspace), "--dry-run"])
+    assert "warning" not in loopback.stderr
 
 
 def test_twin_app_rejects_bad_port():

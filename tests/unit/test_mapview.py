@@ -473,14 +473,94 @@ def test_label_fonts_grow_with_extent(hospital):
     for level in ("segment", "class"):
         assert large[level] >= small[level] >= mapview.FONT_SIZE[level]
         assert large[level] <= mapview.FONT_SIZE[level] * mapview.LABEL_FONT_SCALE_MAX
-    # At the initial fit, a segment label is at least its minimum on-screen size (or the cap).
-    nodes = expanded.nodes
-    width = np.ptp(nodes["x"]) + 2 * nodes["size"].max()
-    height = np.ptp(nodes["y"]) + 2 * nodes["size"].max()
-    scale = min(mapview.FIT_VIEWPORT_PX[0] / width, mapview.FIT_VIEWPORT_PX[1] / height)
-    capped = mapview.FONT_SIZE["segment"] * mapview.LABEL_FONT_SCALE_MAX
-    assert large["segment"] * scale >= mapview.MIN_SCREEN_FONT_PX["segment"] - 0.1 or large["segment"] == capped
+    # No label is drawn larger than the font its node's layout reserved room for.
+    reserved = expanded.nodes.groupby("level")["font_size"].min()
+    for level, font in large.items():
+        if level in reserved.index:
+            assert font <= reserved[level], level
     assert large["device"] == mapview.FONT_SIZE["device"]
+
+
+# Average width of a sans-serif character and the height of one label line, in
+# multiples of the font size, and vis-network's gap between a node and its label (px).
+CHAR_EM = 0.55
+LINE_EM = 1.0
+LABEL_GAP = 4.0
+
+
+def _drawn_boxes(view) -> list[tuple[str, float, float, float, float]]:
+    """Return (node id, left, top, right, bottom) of every node and of every label, as the HTML draws them."""
+    html = mapview.render_html(view)
+    data = re.search(r"nodes = new vis\.DataSet\((\[.*?\])\);", html, re.DOTALL)
+    assert data is not None
+    boxes = []
+    for node in json.loads(data.group(1)):
+        x, y, size, font = node["x"], node["y"], node["size"], node["font"]["size"]
+        lines = node["label"].split("\n")
+        half = max(len(line) for line in lines) * font * CHAR_EM / 2.0
+        boxes.append((node["id"], x - size, y - size, x + size, y + size))
+        top = y + size + LABEL_GAP
+        boxes.append((node["id"], x - half, top, x + half, top + len(lines) * font * LINE_EM))
+    return boxes
+
+
+def _label_clashes(view) -> list[tuple[str, str]]:
+    boxes = _drawn_boxes(view)
+    clashes = set()
+    for i, (a, l1, t1, r1, b1) in enumerate(boxes):
+        for b, l2, t2, r2, b2 in boxes[i + 1 :]:
+            if a != b and l1 < r2 and l2 < r1 and t1 < b2 and t2 < b1:
+                clashes.add(tuple(sorted((a, b))))
+    return sorted(clashes)
+
+
+@pytest.mark.parametrize(
+    "expand",
+    [
+        [],
+        ["segment:b-bms", "class:a-it/workstation"],
+        ["segment:a-it", "class:a-pumps/infusion_pump"],
+    ],
+)
+def test_labels_never_overlap(hospital, expand):
+    twin, site = hospital
+    view = mapview.build_view(twin, site, expand=expand, violations=segment_violations.find(twin, site))
+    assert _label_clashes(view) == []
+
+
+def test_segment_palette_has_no_red():
+    import colorsys
+
+    assert len(set(mapview.SEGMENT_PALETTE)) == len(mapview.SEGMENT_PALETTE) == 36
+    reddish = []
+    for colour in mapview.SEGMENT_PALETTE:
+        r, g, b = (int(colour[i : i + 2], 16) / 255.0 for i in (1, 3, 5))
+        hue, _, saturation = colorsys.rgb_to_hls(r, g, b)
+        distance = min(hue * 360.0, 360.0 - hue * 360.0)
+        if distance < 22.0 and saturation > 0.2:
+            reddish.append(colour)
+    assert reddish == []
+
+
+def test_legend_lists_overlays_that_are_on(hospital):
+    twin, site = hospital
+    plain = [label for label, _ in mapview.build_view(twin, site).legend]
+    assert "communication" in plain
+    assert "attack-path hop" not in plain
+    assert "violation (denied by policy)" not in plain
+    assert mapview.LEGEND_BORDER_LABEL not in plain
+
+    violations = segment_violations.find(twin, site)
+    with_violations = mapview.build_view(twin, site, violations=violations).legend
+    labels = [label for label, _ in with_violations]
+    assert "violation (denied by policy)" in labels
+    assert "attack-path hop" not in labels
+    assert (mapview.LEGEND_BORDER_LABEL, mapview.HIGHLIGHT_BORDER) in with_violations
+
+    paths = attack_paths.find(twin, site)
+    labels = [label for label, _ in mapview.build_view(twin, site, attack_paths=paths).legend]
+    assert "attack-path hop" in labels
+    assert "violation (denied by policy)" not in labels
 
 
 def test_html_keeps_labels_when_zoomed_out(hospital):

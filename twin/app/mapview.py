@@ -55,8 +55,10 @@ __all__ = [
     "LEVELS",
     "NODE_COLUMNS",
     "label_font_sizes",
+    "label_extent",
     "EDGE_COLUMNS",
     "SELECT_MESSAGE_TYPE",
+    "LEGEND_BORDER_LABEL",
     "MapView",
     "build_view",
     "render_html",
@@ -83,7 +85,7 @@ SIZE_BY = ("criticality", "risk")
 LEVELS = ("site", "building", "segment", "class", "device", "more")
 NODE_COLUMNS = [
     "id", "label", "level", "parent", "kind", "x", "y", "color", "size", "shape", "title", "count",
-    "segment_id", "device_class", "device_id", "expandable", "highlighted",
+    "segment_id", "device_class", "device_id", "expandable", "highlighted", "font_size",
 ]
 EDGE_COLUMNS = ["src", "dst", "kind", "weight", "width", "color", "title", "dashes"]
 
@@ -102,13 +104,26 @@ CRITICALITY_SCALE = {"life_critical": 1.6, "high": 1.3, "medium": 1.1, "low": 1.
 # Size factor per log(1 + findings) when sizing by risk, and its cap.
 RISK_SCALE = 0.35
 RISK_SCALE_MAX = 2.5
-# Label font size per level (px). The layout reserves room below each node for its label lines.
+# Label font size per level (px) before the labels grow to fit the view.
 FONT_SIZE = {"site": 18, "building": 16, "segment": 14, "class": 12, "device": 10, "more": 11}
-# Screen size (px) that site, building, segment and class labels keep when the
+# Screen size (px) that site, building, segment and class labels aim for when the
 # browser fits the whole view: their font grows with the view's extent, up to
 # LABEL_FONT_SCALE_MAX times FONT_SIZE. Device labels keep FONT_SIZE.
 MIN_SCREEN_FONT_PX = {"site": 14, "building": 13, "segment": 12, "class": 11}
-LABEL_FONT_SCALE_MAX = 4.0
+LABEL_FONT_SCALE_MAX = 2.0
+# Layout passes that grow the label fonts (count, default 3). Each pass lays
+# the tree out with room for the labels at the fonts of the previous pass, so
+# no label is drawn larger than the room its node reserved. Labels may stay
+# below MIN_SCREEN_FONT_PX, because the room they take also widens the view.
+FONT_LAYOUT_PASSES = 3
+# Estimated width of one label character and height of one label line, in
+# multiples of the font size (defaults 0.6 and 1.2). vis-network's sans-serif
+# averages about 0.55 em per character; the estimate leaves a margin.
+LABEL_CHAR_EM = 0.6
+LABEL_LINE_EM = 1.2
+# Gap between a node and the top of its label below it, plus the label's white
+# outline (canvas units, default 6: vis-network's 4 px offset and a 3 px stroke on each side).
+LABEL_MARGIN = 6.0
 # Map frame size (px) assumed for the initial fit: the app's frame is about this wide and MAP_HEIGHT_PX high.
 # NOTE: the real width depends on the browser window; a narrower window draws these labels smaller.
 FIT_VIEWPORT_PX = (1100.0, 720.0)
@@ -119,11 +134,13 @@ LABEL_DRAW_THRESHOLD = 1
 # the map's segment order (by building, then id), so the segments of one
 # building, which sit next to each other, get different colours, and up to
 # 36 segments never share one. Consecutive entries differ strongly in hue.
+# No entry is red or near red (hue within 22 degrees of red), because red
+# marks violation edges and the border of highlighted nodes.
 SEGMENT_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-    "#393b79", "#e6550d", "#31a354", "#843c39", "#7b4173", "#3182bd", "#fdae6b", "#74c476", "#d6616b",
-    "#a55194", "#637939", "#9c9ede", "#8c6d31", "#fd8d3c", "#6baed6", "#ad494a", "#ce6dbd", "#bd9e39",
-    "#5254a3", "#e7969c", "#006d2c", "#08519c", "#a63603", "#54278f", "#b15928", "#01665e", "#f781bf",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#ffd92f", "#9467bd", "#1b9e77", "#e377c2", "#17becf", "#bcbd22",
+    "#393b79", "#e6ab02", "#31a354", "#a6cee3", "#7b4173", "#3182bd", "#fdae6b", "#74c476", "#8da0cb",
+    "#a55194", "#637939", "#9c9ede", "#8c6d31", "#fd8d3c", "#6baed6", "#e5c494", "#ce6dbd", "#bd9e39",
+    "#5254a3", "#80cdc1", "#006d2c", "#08519c", "#66c2a5", "#54278f", "#b3de69", "#01665e", "#f781bf",
 )
 # Shades per role when colouring by device class: medical warm, IT cool, network grey.
 ROLE_PALETTE = {
@@ -141,6 +158,8 @@ UNASSIGNED_COLOUR = "#bdbdbd"
 MORE_COLOUR = "#e0e0e0"
 EDGE_COLOUR = {"link": "#cfd8dc", "communication": "#90a4ae", "violation": "#d50000", "attack_path": "#ff6d00"}
 HIGHLIGHT_BORDER = "#d50000"
+# Legend entry of the thick border drawn around highlighted nodes.
+LEGEND_BORDER_LABEL = "thick red border: an end of a drawn violation or attack-path hop, or a device in focus"
 
 _CRIT_RANK = {level: rank for rank, level in enumerate(CRITICALITY_LEVELS)}
 
@@ -536,7 +555,7 @@ def build_view(
     edges = _edges(nodes, prepared, codes, visible, internet, violation_ends, path_hops)
     frame = _node_frame(nodes, prepared, visible, device_risk, colour_by, size_by, edges, focus_pos)
     frame = _place(frame)
-    legend = _legend(frame, colour_by)
+    legend = _legend(frame, colour_by, violations=violations is not None, attack_paths=attack_paths is not None)
     edge_frame = _edge_frame(frame, edges)
     log.debug("map view: %d nodes, %d edges, %d classes truncated", len(frame), len(edge_frame), len(truncated))
     return MapView(nodes=frame[NODE_COLUMNS].reset_index(drop=True), edges=edge_frame, legend=legend, truncated=truncated)
@@ -937,21 +956,77 @@ def _titles(frame: pd.DataFrame, prepared: _Prepared, visible: np.ndarray) -> li
     return titles
 
 
+def label_extent(labels: Iterable[str], sizes: np.ndarray, fonts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the disc that contains each node and its label: its radius and how far the node sits above its centre.
+
+    vis-network draws the label of a dot, star, square, hexagon, triangle or
+    diamond centred below the node. The label box is estimated from its
+    longest line and line count (:data:`LABEL_CHAR_EM`, :data:`LABEL_LINE_EM`).
+    The disc is centred on the box that spans the node and its label, so the
+    node is drawn ``offset`` above the disc's centre.
+
+    >>> radius, offset = label_extent(["ab"], np.array([10.0]), np.array([10.0]))
+    >>> radius.round(1).tolist(), offset.tolist()
+    ([21.5], [9.0])
+    """
+    lines = [str(label).split("\n") for label in labels]
+    chars = np.array([max(len(line) for line in text) for text in lines], dtype=float)
+    count = np.array([len(text) for text in lines], dtype=float)
+    half_width = np.maximum(sizes, chars * fonts * LABEL_CHAR_EM / 2.0 + LABEL_MARGIN / 2.0)
+    # The box runs from the node's top (-size) to the label's bottom, measured from the node's centre.
+    bottom = sizes + LABEL_MARGIN + count * fonts * LABEL_LINE_EM
+    half_height = (bottom + sizes) / 2.0
+    return np.hypot(half_width, half_height), half_height - sizes
+
+
+def _fit_fonts(x: np.ndarray, y: np.ndarray, sizes: np.ndarray, viewport: tuple[float, float]) -> dict[str, float]:
+    """Return the font per level that reaches MIN_SCREEN_FONT_PX when the view is fitted into ``viewport``, capped."""
+    fonts = {level: float(size) for level, size in FONT_SIZE.items()}
+    if len(x) == 0:
+        return fonts
+    margin = 2.0 * float(sizes.max())
+    width, height = float(np.ptp(x)) + margin, float(np.ptp(y)) + margin
+    scale = min(viewport[0] / max(width, 1.0), viewport[1] / max(height, 1.0))
+    for level, screen_px in MIN_SCREEN_FONT_PX.items():
+        wanted = screen_px / scale if scale > 0 else fonts[level]
+        fonts[level] = round(min(max(fonts[level], wanted), fonts[level] * LABEL_FONT_SCALE_MAX), 1)
+    return fonts
+
+
 def _place(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lay the tree out with room for every label, and set each node's label font (``font_size``).
+
+    The fonts of the larger levels depend on the view's extent, which depends
+    on the room the labels take, so the layout runs up to
+    :data:`FONT_LAYOUT_PASSES` times. The fonts drawn are those of the last
+    layout's reserved room, never larger.
+    """
     parents = frame["parent_pos"].to_numpy(dtype=np.int64)
-    fonts = frame["level"].map(FONT_SIZE).to_numpy(dtype=float)
-    label_lines = frame["label"].str.count("\n").to_numpy(dtype=float) + 1.0
-    # Room for the drawn node plus its label lines below it.
-    radii = frame["size"].to_numpy(dtype=float) + fonts * label_lines + 4.0
-    coords = radial_layout(parents, radii, gap=LAYOUT_GAP)
+    sizes = frame["size"].to_numpy(dtype=float)
+    levels = frame["level"]
+    labels = frame["label"].tolist()
+    fonts = {level: float(size) for level, size in FONT_SIZE.items()}
+    for layout_pass in range(FONT_LAYOUT_PASSES):
+        node_fonts = levels.map(fonts).to_numpy(dtype=float)
+        radii, offsets = label_extent(labels, sizes, node_fonts)
+        coords = radial_layout(parents, radii, gap=LAYOUT_GAP)
+        coords[:, 1] -= offsets
+        fitted = _fit_fonts(coords[:, 0], coords[:, 1], sizes, FIT_VIEWPORT_PX)
+        grows = any(fitted[level] > fonts[level] for level in MIN_SCREEN_FONT_PX)
+        # The last pass keeps its layout and fonts, so every label fits the room reserved for it.
+        if not grows or layout_pass == FONT_LAYOUT_PASSES - 1:
+            break
+        fonts = {level: max(fonts[level], fitted[level]) for level in fonts}
     out = frame.copy()
     out["x"] = np.round(coords[:, 0], 1)
     out["y"] = np.round(coords[:, 1], 1)
+    out["font_size"] = node_fonts
     out["_radius"] = radii
     return out
 
 
-def _legend(frame: pd.DataFrame, colour_by: str) -> list[tuple[str, str]]:
+def _legend(frame: pd.DataFrame, colour_by: str, *, violations: bool, attack_paths: bool) -> list[tuple[str, str]]:
+    """Return the legend: node colours in use, then the edge kinds of the overlays that are on and the border."""
     legend: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     if colour_by == "segment":
@@ -973,11 +1048,13 @@ def _legend(frame: pd.DataFrame, colour_by: str) -> list[tuple[str, str]]:
         if item not in seen:
             seen.add(item)
             legend.append(item)
-    legend += [
-        ("communication", EDGE_COLOUR["communication"]),
-        ("violation (denied by policy)", EDGE_COLOUR["violation"]),
-        ("attack-path hop", EDGE_COLOUR["attack_path"]),
-    ]
+    legend.append(("communication", EDGE_COLOUR["communication"]))
+    if violations:
+        legend.append(("violation (denied by policy)", EDGE_COLOUR["violation"]))
+    if attack_paths:
+        legend.append(("attack-path hop", EDGE_COLOUR["attack_path"]))
+    if frame["highlighted"].astype(bool).any():
+        legend.append((LEGEND_BORDER_LABEL, HIGHLIGHT_BORDER))
     return legend
 
 
@@ -1253,19 +1330,18 @@ def label_font_sizes(nodes: pd.DataFrame, viewport: tuple[float, float] = FIT_VI
     ``viewport`` (width, height in px) draws its labels small. Site, building,
     segment and class labels grow until they are :data:`MIN_SCREEN_FONT_PX`
     on screen at that fit, by at most :data:`LABEL_FONT_SCALE_MAX` times
-    :data:`FONT_SIZE`. Other levels keep :data:`FONT_SIZE`.
+    :data:`FONT_SIZE`. Other levels keep :data:`FONT_SIZE`. When ``nodes``
+    has a ``font_size`` column (every :func:`build_view` result does), no
+    level grows past the font its layout reserved room for.
     """
-    sizes = {level: float(size) for level, size in FONT_SIZE.items()}
     if nodes.empty:
-        return sizes
-    x = nodes["x"].to_numpy(dtype=float)
-    y = nodes["y"].to_numpy(dtype=float)
-    margin = 2.0 * float(nodes["size"].max())
-    width, height = float(np.ptp(x)) + margin, float(np.ptp(y)) + margin
-    scale = min(viewport[0] / max(width, 1.0), viewport[1] / max(height, 1.0))
-    for level, screen_px in MIN_SCREEN_FONT_PX.items():
-        wanted = screen_px / scale if scale > 0 else sizes[level]
-        sizes[level] = round(min(max(sizes[level], wanted), sizes[level] * LABEL_FONT_SCALE_MAX), 1)
+        return {level: float(size) for level, size in FONT_SIZE.items()}
+    sizes = _fit_fonts(nodes["x"].to_numpy(dtype=float), nodes["y"].to_numpy(dtype=float), nodes["size"].to_numpy(dtype=float), viewport)
+    if "font_size" in nodes:
+        reserved = nodes.groupby("level")["font_size"].min()
+        for level, font in reserved.items():
+            if level in sizes and font == font:
+                sizes[level] = min(sizes[level], float(font))
     return sizes
 
 

@@ -18,7 +18,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from twin.app.data import AppContext, current_context
-from twin.exceptions import ConfigError
+from twin.exceptions import ConfigError, DeviceNotFound
 from twin.model.site import Selector
 from twin.report.cells import TIME_COLUMNS, display_text, iso_utc
 from twin.report.writers import render_csv
@@ -91,8 +91,11 @@ def require_context() -> AppContext:
 
 
 def show_error(what: str, exc: BaseException) -> None:
-    """Show an error without a traceback and log it with one."""
-    log.warning("app: %s failed: %s", what, exc, exc_info=exc)
+    """Show an error without a traceback, and log it: invalid user input without a traceback, anything else with one."""
+    if isinstance(exc, (ConfigError, DeviceNotFound)):
+        log.info("app: %s failed on invalid input: %s", what, exc)
+    else:
+        log.warning("app: %s failed: %s", what, exc, exc_info=exc)
     st.error(f"{what} failed: {exc}")
 
 
@@ -235,10 +238,22 @@ def filter_findings(
     return frame[mask]
 
 
-def finding_table(frame: pd.DataFrame, *, key: str, csv_name: str, filters: bool = True) -> pd.DataFrame:
+def finding_table(
+    frame: pd.DataFrame,
+    *,
+    key: str,
+    csv_name: str,
+    filters: bool = True,
+    noun: str = "finding",
+    extra_columns: Iterable[str] = (),
+) -> pd.DataFrame:
     """Draw one findings table with filter widgets, a row count, device links and a CSV download.
 
-    Returns the filtered findings (all rows, not only those drawn).
+    ``noun`` names what a row is in the count ("12 of 40 findings").
+    ``extra_columns`` were added for the filters and the table only, such as
+    the endpoint classes of :func:`with_endpoint_classes`. The CSV download
+    leaves them out, so it has the finding's own columns as ``twin report``
+    writes them. Returns the filtered rows (all of them, not only those drawn).
     """
     shown = frame
     if filters and not frame.empty:
@@ -252,7 +267,7 @@ def finding_table(frame: pd.DataFrame, *, key: str, csv_name: str, filters: bool
         classes = cols[2].multiselect("Device class", _column_values(frame, CLASS_COLUMNS), key=f"{key}-class")
         text = cols[3].text_input("Text contains", key=f"{key}-text")
         shown = filter_findings(frame, severities=severities, segments=segments, classes=classes, text=text)
-    st.caption(f"{len(shown)} of {plural(len(frame), 'finding')}" + (f"; the first {MAX_TABLE_ROWS} are drawn" if len(shown) > MAX_TABLE_ROWS else ""))
+    st.caption(f"{len(shown)} of {plural(len(frame), noun)}" + (f"; the first {MAX_TABLE_ROWS} are drawn" if len(shown) > MAX_TABLE_ROWS else ""))
     if shown.empty:
         return shown
     table = display_frame(shown)
@@ -266,7 +281,7 @@ def finding_table(frame: pd.DataFrame, *, key: str, csv_name: str, filters: bool
     show_table(table, hide_index=True, column_config=config, key=f"{key}-table")
     st.download_button(
         f"Download CSV ({plural(len(shown), 'row')})",
-        render_csv(shown),
+        render_csv(shown.drop(columns=[c for c in extra_columns if c in shown.columns])),
         file_name=csv_name,
         mime="text/csv",
         key=f"{key}-csv",

@@ -106,12 +106,13 @@ def register(app: typer.Typer) -> None:
             source = f"Neo4j {redact_uri(config.uri)}" + (f", site {site}" if site else "")
         else:
             source = f"workspace {path}"
+        # Warn before the dry run exits too: its command binds the same address.
+        if not _is_loopback(address):
+            err.print(f"warning: binding to {address}: anyone who can reach it sees the twin; the app has no login", highlight=False)
         if dry_run:
             assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in shown.items())
             out.print(f"{assignments} {shlex.join(command)}", highlight=False, soft_wrap=True)
             raise typer.Exit(0)
-        if not _is_loopback(address):
-            err.print(f"warning: binding to {address}: anyone who can reach it sees the twin; the app has no login", highlight=False)
         if not neo4j and not path.exists():
             err.print(f"warning: workspace {path} not found; the app will show how to build one ('twin build SITE_DIR -w {path}')", highlight=False)
         err.print(f"starting the app on http://{address}:{port} ({source}); stop it with Ctrl+C", highlight=False)

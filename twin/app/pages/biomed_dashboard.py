@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -9,7 +10,7 @@ from twin.app import data
 from twin.app.widgets import display_frame, finding_table, require_context, show_error, show_table
 from twin.model.twin import Twin
 
-__all__ = ["INVENTORY_SOURCE", "CRITICALITY_ORDER", "clinical_devices", "render"]
+__all__ = ["INVENTORY_SOURCE", "CRITICALITY_ORDER", "clinical_devices", "inventory_imported", "render"]
 
 # Source name the inventory (CMMS export) importer records on the devices it saw.
 INVENTORY_SOURCE = "inventory"
@@ -45,10 +46,17 @@ def clinical_devices(twin: Twin, view: pd.DataFrame) -> pd.DataFrame:
             "building": building,
             "location": [v if isinstance(v, str) else "" for v in devices["location"]],
             "asset_tag": devices["asset_tag"].to_numpy(),
-            "in_cmms": [isinstance(s, (list, tuple)) and INVENTORY_SOURCE in s for s in sources],
+            "in_cmms": [isinstance(s, (list, tuple, np.ndarray)) and INVENTORY_SOURCE in list(s) for s in sources],
             "sources": sources,
         }
     )
+
+
+def inventory_imported(twin: Twin) -> bool:
+    """Return True when at least one device has the inventory source, so the twin contains an inventory to compare with."""
+    if twin.devices.empty or "sources" not in twin.devices:
+        return False
+    return any(isinstance(s, (list, tuple, np.ndarray)) and INVENTORY_SOURCE in list(s) for s in twin.devices["sources"])
 
 
 def render() -> None:
@@ -90,13 +98,13 @@ def render() -> None:
         by_department["total"] = by_department.sum(axis=1)
         show_table(by_department.sort_values("total", ascending=False), key="biomed-departments")
         st.subheader("Clinical devices and their location")
-        finding_table(clinical.drop(columns=["sources"]), key="biomed-devices", csv_name="clinical_devices.csv")
+        finding_table(clinical.drop(columns=["sources"]), key="biomed-devices", csv_name="clinical_devices.csv", noun="device")
 
     st.subheader("Misplaced clinical devices")
     if misplaced.empty:
         st.success("No clinical device sits in a segment it does not belong in.")
     else:
-        finding_table(misplaced, key="biomed-misplaced", csv_name="misplaced_clinical_devices.csv", filters=False)
+        finding_table(misplaced, key="biomed-misplaced", csv_name="misplaced_clinical_devices.csv", filters=False, noun="misplaced device")
 
     st.subheader("Attack paths reaching clinical devices")
     if paths.empty:
@@ -106,14 +114,22 @@ def render() -> None:
         labels = dict(zip(clinical["device_id"], clinical["label"]))
         targets.insert(1, "target", [labels.get(t, t) for t in targets["target_id"]])
         show_table(display_frame(targets), hide_index=True, key="biomed-path-targets")
-        finding_table(paths, key="biomed-paths", csv_name="attack_paths_to_clinical_devices.csv")
+        finding_table(paths, key="biomed-paths", csv_name="attack_paths_to_clinical_devices.csv", noun="attack path")
 
     st.subheader("Clinical devices missing from the CMMS inventory")
     st.caption("Medical devices the network sources saw but the asset inventory export does not list.")
-    if missing.empty:
+    has_inventory = inventory_imported(twin)
+    if not has_inventory:
+        st.info(
+            "No inventory file was imported: no device has the inventory source. Put the CMMS export "
+            "(a CSV) in the site folder's inventory/ directory and build again to compare."
+        )
+    if clinical.empty:
+        st.info("The twin has no clinical (medical) devices, so none can be missing from the CMMS inventory.")
+    elif missing.empty:
         st.success("Every clinical device is in the CMMS inventory.")
     else:
-        finding_table(missing.drop(columns=["in_cmms"]), key="biomed-missing", csv_name="clinical_devices_missing_from_cmms.csv")
+        finding_table(missing.drop(columns=["in_cmms"]), key="biomed-missing", csv_name="clinical_devices_missing_from_cmms.csv", noun="device")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ def render() -> None:
                 st.success("No findings.")
                 continue
             # Communications carry device ids only; their classes make the Device class filter work here too.
-            finding_table(with_endpoint_classes(frame, view), key=f"findings-{name}", csv_name=csv_filename(name))
+            # The CSV keeps the finding's own columns, as twin report writes them.
+            shown = with_endpoint_classes(frame, view)
+            added = [column for column in shown.columns if column not in frame.columns]
+            finding_table(shown, key=f"findings-{name}", csv_name=csv_filename(name), extra_columns=added)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def render() -> None:
     if unmanaged.empty:
         st.success("Every device is in the inventory and classified.")
     else:
-        finding_table(unmanaged, key="it-unmanaged", csv_name="unmanaged_devices.csv")
+        finding_table(unmanaged, key="it-unmanaged", csv_name="unmanaged_devices.csv", noun="device")
 
     _changes(ctx)
 

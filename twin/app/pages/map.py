@@ -8,6 +8,7 @@ import re
 import streamlit as st
 
 from twin.app import data
+from twin.app.mapview import LEGEND_BORDER_LABEL, MAX_DEVICES_EXPANDED
 from twin.app.widgets import plural, require_context, show_error
 
 __all__ = ["MAP_HEIGHT_PX", "COLOUR_CHOICES", "SIZE_CHOICES", "render", "legend_html"]
@@ -38,9 +39,11 @@ def legend_html(legend: list[tuple[str, str]]) -> str:
     items = []
     for label, colour in legend:
         swatch = colour if _COLOUR.fullmatch(str(colour)) else "#999999"
+        # The border entry is drawn as a white square with that border, like the nodes it explains.
+        fill = f"background:#ffffff;border:3px solid {swatch};box-sizing:border-box" if label == LEGEND_BORDER_LABEL else f"background:{swatch}"
         items.append(
             f'<span style="display:inline-block;margin:0 12px 4px 0;font-size:0.85rem">'
-            f'<span style="display:inline-block;width:0.8em;height:0.8em;background:{swatch};'
+            f'<span style="display:inline-block;width:0.8em;height:0.8em;{fill};'
             f'border-radius:2px;margin-right:4px;vertical-align:middle"></span>{html.escape(str(label))}</span>'
         )
     return "<div>" + "".join(items) + "</div>"
@@ -92,7 +95,11 @@ def render() -> None:
     if legend:
         st.html(legend_html(legend))
     for node_id, hidden in sorted(truncated.items()):
-        st.caption(f"{node_id}: {plural(hidden, 'more device')} {'is' if hidden == 1 else 'are'} not drawn (one 'more' node stands for them); open them on the Findings or Device pages.")
+        st.caption(
+            f"{node_id}: {plural(hidden, 'more device')} {'is' if hidden == 1 else 'are'} not drawn; one 'more' node stands for them. "
+            f"Pick more:{node_id} in the Expand box to draw up to {MAX_DEVICES_EXPANDED:,} devices of the class, "
+            "or search one on the Device page."
+        )
     # NOTE: clicks on the map are posted to the parent window ("twin-map-select"), but a plain
     # st.iframe cannot send them back to Python; the Expand box is how a node is expanded.
 

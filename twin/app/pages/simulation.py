@@ -7,8 +7,10 @@ the query catalogue.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-from typing import Any
+import logging
+from typing import Any, Iterable
 
 import pandas as pd
 import streamlit as st
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 from twin.app import data
 from twin.app.widgets import display_frame, parse_selector_text, plural, require_context, selector_text, show_error, show_table
 from twin.exceptions import ConfigError, TwinError
-from twin.model.site import Policy, PolicyRule, ServiceSpec
+from twin.model.site import Policy, PolicyRule, ServiceSpec, SiteConfig
 from twin.report.writers import render_csv
 
 __all__ = [
@@ -25,11 +27,15 @@ __all__ = [
     "STATE_CARRY_RULES",
     "policy_to_table",
     "policy_from_table",
+    "site_names",
     "comparison_table",
     "workflow_status",
+    "broken_workflow_names",
     "upload_error_message",
     "render",
 ]
+
+log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["order", "name", "action", "from", "to", "services", "required", "description"]
 
@@ -52,6 +58,7 @@ MAX_NAMED_WORKFLOWS = 10
 # Values of the ``status`` column of :func:`workflow_status`.
 NEWLY_BROKEN = "newly broken"
 ALREADY_BROKEN = "already broken"
+ALREADY_AND_NEWLY_BROKEN = "already broken, and newly broken further"
 
 # Attack-path sections: (result attribute, title, caption).
 ATTACK_PATH_SECTIONS = (
@@ -101,11 +108,50 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()) or value is pd.NA
 
 
-def policy_from_table(frame: pd.DataFrame, *, default_action: str = "deny", intra_segment: str = "allow") -> Policy:
+def site_names(site: SiteConfig, buildings: Iterable[str] = ()) -> dict[str, set[str]]:
+    """Return the segment, zone and building names a selector may use on ``site``.
+
+    Segments and zones come from the site's segments. Buildings come from
+    the segments and from ``buildings``, the devices' own building names,
+    because the policy engine matches a device's own building first.
+    """
+    return {
+        "segment": {seg.id for seg in site.segments},
+        "zone": {seg.zone for seg in site.segments},
+        "building": {seg.building for seg in site.segments if seg.building} | {str(b) for b in buildings if isinstance(b, str) and b},
+    }
+
+
+def _check_names(selector, known: dict[str, set[str]], where: str, field: str) -> None:
+    """Raise ConfigError when a selector names a segment, zone or building the site does not define."""
+    for key, names in known.items():
+        if not names:
+            continue
+        for value in getattr(selector, key):
+            if value in names:
+                continue
+            close = difflib.get_close_matches(value, sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}, field '{field}': {key} {value!r} is not defined in the site{hint} "
+                f"Known {key}s: {', '.join(sorted(names))}"
+            )
+
+
+def policy_from_table(
+    frame: pd.DataFrame,
+    *,
+    default_action: str = "deny",
+    intra_segment: str = "allow",
+    site: SiteConfig | None = None,
+    buildings: Iterable[str] = (),
+) -> Policy:
     """Build a :class:`Policy` from edited table rows, ordered by the ``order`` column.
 
     Rows with no name, from, to and services are ignored (a new empty row).
     Rows without an ``order`` keep their place after the numbered ones.
+    With ``site``, every segment, zone and building a selector names must
+    exist (see :func:`site_names`; ``buildings`` adds the devices' own).
 
     Raises
     ------
@@ -113,6 +159,7 @@ def policy_from_table(frame: pd.DataFrame, *, default_action: str = "deny", intr
         For the first invalid row: the message names the row (1-based, as
         the table shows it), the rule and the field, and what is expected.
     """
+    known = site_names(site, buildings) if site is not None and site.segments else {}
     rules: list[tuple[float, int, PolicyRule]] = []
     for number, row in enumerate(frame.reindex(columns=TABLE_COLUMNS).to_dict("records"), start=1):
         if all(_blank(row.get(c)) for c in ("name", "from", "to", "services")):
@@ -132,6 +179,7 @@ def policy_from_table(frame: pd.DataFrame, *, default_action: str = "deny", intr
                 selectors[field] = parse_selector_text(str(row[field]))
             except ConfigError as exc:
                 raise ConfigError(f"{where}, field '{field}': {exc}") from None
+            _check_names(selectors[field], known, where, field)
         services = ["any"] if _blank(row.get("services")) else [s.strip() for s in str(row["services"]).split(",") if s.strip()]
         for text in services:
             try:
@@ -196,11 +244,8 @@ def comparison_table(result) -> pd.DataFrame:
                 "proposed": int(mine["proposed_hops"].notna().sum()),
             }
         )
-    broken = result.workflows_broken
-    current_broken = None
-    if "current_blocked" in broken:
-        already = pd.to_numeric(broken["current_blocked"], errors="coerce").fillna(0) > 0
-        current_broken = int(broken.loc[already, "workflow"].nunique())
+    _, already = broken_workflow_names(result)
+    current_broken = len(already) if "current_blocked" in result.workflows_broken or result.workflows_broken.empty else None
     rows.append({"measure": "Required workflows broken", "current": current_broken, "proposed": int(result.summary["workflows_broken"])})
     table = pd.DataFrame(rows, columns=["measure", "current", "proposed"]).astype({"current": "Int64", "proposed": "Int64"})
     table["change"] = table["proposed"] - table["current"]
@@ -208,32 +253,57 @@ def comparison_table(result) -> pd.DataFrame:
 
 
 def workflow_status(workflows: pd.DataFrame) -> pd.DataFrame:
-    """Return one row per broken workflow: ``workflow`` and ``status`` (newly broken or already broken).
+    """Return one row per broken workflow: ``workflow``, ``newly_broken``, ``already_broken`` and ``status``.
 
-    The rows of ``workflows_broken`` are per workflow and blocking rule. A
-    workflow is newly broken when at least one of its rows blocks more
-    (source, destination, service) triples under the proposed policy
-    (``blocked``) than the current policy already blocks among them
-    (``current_blocked``); otherwise the current policy already breaks it
-    the same way. Without a ``current_blocked`` column every workflow counts
-    as newly broken. Workflows keep their first-row order.
+    The rows of ``workflows_broken`` are per workflow and blocking rule.
+    ``blocked`` counts the (source, destination, service) triples the
+    proposed policy denies and ``current_blocked`` those among them that the
+    current policy already denies. A workflow is already broken when any of
+    its rows has ``current_blocked`` > 0, and newly broken when any row has
+    ``blocked`` > ``current_blocked``, so a workflow can be both. Without a
+    ``current_blocked`` column every workflow counts as newly broken only.
+    Workflows keep their first-row order.
 
     Examples
     --------
-    >>> rows = pd.DataFrame({"workflow": ["a", "a", "b"], "blocked": [4, 2, 3], "current_blocked": [4, 0, 3]})
-    >>> workflow_status(rows).values.tolist()
-    [['a', 'newly broken'], ['b', 'already broken']]
+    >>> rows = pd.DataFrame({"workflow": ["a", "a", "b", "c"], "blocked": [4, 2, 3, 5], "current_blocked": [4, 0, 3, 0]})
+    >>> workflow_status(rows)["status"].tolist()
+    ['already broken, and newly broken further', 'already broken', 'newly broken']
     """
-    columns = ["workflow", "status"]
+    columns = ["workflow", "newly_broken", "already_broken", "status"]
     if workflows.empty:
         return pd.DataFrame(columns=columns)
     blocked = pd.to_numeric(workflows["blocked"], errors="coerce").fillna(0).to_numpy()
     if "current_blocked" in workflows:
-        already = pd.to_numeric(workflows["current_blocked"], errors="coerce").fillna(0).to_numpy()
+        current = pd.to_numeric(workflows["current_blocked"], errors="coerce").fillna(0).to_numpy()
     else:
-        already = blocked * 0
-    newly = pd.Series(blocked > already, index=workflows.index).groupby(workflows["workflow"].to_numpy(), sort=False).any()
-    return pd.DataFrame({"workflow": newly.index, "status": [NEWLY_BROKEN if flag else ALREADY_BROKEN for flag in newly]}, columns=columns)
+        current = blocked * 0
+    flags = pd.DataFrame({"newly_broken": blocked > current, "already_broken": current > 0})
+    grouped = flags.groupby(workflows["workflow"].to_numpy(), sort=False).any()
+    status = [
+        ALREADY_AND_NEWLY_BROKEN if newly and already else NEWLY_BROKEN if newly else ALREADY_BROKEN
+        for newly, already in zip(grouped["newly_broken"], grouped["already_broken"])
+    ]
+    return pd.DataFrame(
+        {"workflow": grouped.index, "newly_broken": grouped["newly_broken"].to_numpy(), "already_broken": grouped["already_broken"].to_numpy(), "status": status},
+        columns=columns,
+    )
+
+
+def broken_workflow_names(result) -> tuple[list[str], list[str]]:
+    """Return the names of the workflows newly broken and already broken (see :func:`workflow_status`); a workflow may be in both.
+
+    Uses the simulator's own ``newly_broken_workflow_names`` and
+    ``already_broken_workflow_names`` when the result has them.
+    """
+    status = workflow_status(result.workflows_broken)
+    newly = status.loc[status["newly_broken"].astype(bool), "workflow"].tolist()
+    already = status.loc[status["already_broken"].astype(bool), "workflow"].tolist()
+    if hasattr(result, "newly_broken_workflow_names"):
+        newly = list(result.newly_broken_workflow_names())
+    if hasattr(result, "already_broken_workflow_names"):
+        already = list(result.already_broken_workflow_names())
+    return newly, already
 
 
 def upload_error_message(file_name: str, exc: BaseException) -> str:
@@ -328,11 +398,11 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {rest} more" if rest > 0 else "")
 
 
-def _workflow_section(workflows: pd.DataFrame) -> None:
-    """Draw the broken workflows: newly broken ones as an error, already broken ones as a warning."""
+def _workflow_section(result) -> None:
+    """Draw the broken workflows: newly broken ones as an error, already broken ones as a warning (a workflow may be both)."""
+    workflows = result.workflows_broken
+    newly, already = broken_workflow_names(result)
     status = workflow_status(workflows)
-    newly = status.loc[status["status"] == NEWLY_BROKEN, "workflow"].tolist()
-    already = status.loc[status["status"] == ALREADY_BROKEN, "workflow"].tolist()
     st.subheader(f"Required workflows broken ({len(status)})")
     if workflows.empty:
         st.caption("None.")
@@ -341,30 +411,34 @@ def _workflow_section(workflows: pd.DataFrame) -> None:
         verb = "breaks" if len(newly) == 1 else "break"
         st.error(f"{plural(len(newly), 'required workflow')} newly {verb} under the proposed policy: {_names(newly)}.")
     if already:
-        verb, stays = ("is", "stays") if len(already) == 1 else ("are", "stay")
-        st.warning(f"{plural(len(already), 'required workflow')} {verb} already broken under the current policy and {stays} broken: {_names(already)}.")
+        verb = "is" if len(already) == 1 else "are"
+        text = f"{plural(len(already), 'required workflow')} {verb} already broken under the current policy: {_names(already)}."
+        both = [name for name in already if name in newly]
+        if both:
+            text += f" The proposed policy breaks {len(both)} of them further: {_names(both)}."
+        st.warning(text)
     st.caption(
         f"One row per workflow and the proposed rule that blocks it ({plural(len(workflows), 'row')}). "
         "blocked counts the (source, destination, service) triples the proposed policy denies; "
-        "current_blocked counts those among them that the current policy already denies."
+        "current_blocked counts those among them that the current policy already denies. "
+        "A workflow is already broken when a row has current_blocked above 0, and newly broken when a row has blocked above current_blocked."
     )
-    shown = workflows.merge(status, on="workflow", how="left")
+    shown = workflows.merge(status[["workflow", "status"]], on="workflow", how="left")
     show_table(display_frame(shown, MAX_SECTION_ROWS), hide_index=True, key="sim-workflows_broken")
     st.download_button(f"Download CSV ({plural(len(workflows), 'row')})", render_csv(workflows), file_name="workflows_broken.csv", mime="text/csv", key="sim-workflows_broken-csv")
 
 
 def _show_result(result, proposed_yaml: str) -> None:
     summary = result.summary
-    status = workflow_status(result.workflows_broken)
-    newly = int((status["status"] == NEWLY_BROKEN).sum())
+    newly, already = broken_workflow_names(result)
     st.header("Result")
     for warning in result.warnings:
         st.warning(warning)
     cols = st.columns(5)
     cols[0].metric("Newly blocked flows", summary["newly_blocked"])
     cols[1].metric("Newly allowed flows", summary["newly_allowed"])
-    cols[2].metric("Workflows newly broken", newly)
-    cols[3].metric("Workflows already broken", len(status) - newly)
+    cols[2].metric("Workflows newly broken", len(newly), help="Workflows the proposed policy blocks more of than the current policy does.")
+    cols[3].metric("Workflows already broken", len(already), help="Workflows the current policy already blocks; a workflow may also be newly broken.")
     cols[4].metric("Exposure (before → after)", f"{summary['exposure_before']} → {summary['exposure_after']}", delta=summary["exposure_after"] - summary["exposure_before"], delta_color="inverse")
     cols = st.columns(5)
     cols[0].metric("Violations resolved", summary["violations_resolved"])
@@ -374,7 +448,7 @@ def _show_result(result, proposed_yaml: str) -> None:
     cols[4].metric("Attack paths unenforced", summary.get("attack_paths_unenforced", 0), help="Paths that exist today although both policies deny a hop.")
     st.subheader("Current and proposed policy")
     show_table(comparison_table(result), hide_index=True, key="sim-comparison")
-    _workflow_section(result.workflows_broken)
+    _workflow_section(result)
     _section("Newly blocked flows", result.newly_blocked, "newly_blocked")
     _section("Newly allowed flows", result.newly_allowed, "newly_allowed")
     _section("Violations resolved", result.violations_resolved, "violations_resolved")
@@ -390,6 +464,14 @@ def _show_result(result, proposed_yaml: str) -> None:
     else:
         show_table(display_frame(result.exposure, MAX_SECTION_ROWS), hide_index=True, key="sim-exposure")
     st.download_button("Download the proposed policy (YAML)", proposed_yaml, file_name="proposed_policy.yaml", mime="application/x-yaml", key="sim-download-policy", type="primary")
+
+
+def _device_buildings(ctx) -> list[str]:
+    """Return the devices' own building names, which building selectors may also use."""
+    devices = ctx.twin().devices
+    if "building" not in devices:
+        return []
+    return sorted({b for b in devices["building"].dropna().astype(str) if b})
 
 
 def render() -> None:
@@ -450,8 +532,9 @@ def render() -> None:
         },
     )
     try:
-        proposed = policy_from_table(edited, default_action=default_action, intra_segment=intra_segment)
+        proposed = policy_from_table(edited, default_action=default_action, intra_segment=intra_segment, site=site, buildings=_device_buildings(ctx))
     except ConfigError as exc:
+        log.info("app: the simulation table has an invalid rule: %s", exc)
         st.error(f"Invalid rule: {exc}")
         return
     st.caption(f"Proposed policy: {plural(len(proposed.rules), 'rule')}.")
