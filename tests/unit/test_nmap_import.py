@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from twin.discovery import Raw, detect_format
+from twin.discovery import Raw, detect_format, import_path
 from twin.discovery import scan
 from twin.exceptions import InputFormatError
 from twin.model.observation import Identity, Kind
@@ -135,3 +135,23 @@ def test_other_xml_is_rejected():
 
 def test_detect_format():
     assert detect_format(WARD_SCAN) == "nmap-xml"
+
+
+def test_targets_marked_up_by_pn_that_answered_nothing_are_not_devices(tmp_path):
+    # nmap -Pn marks every target up (reason user-set); a target with only
+    # filtered ports and no MAC gave no sign of existing.
+    path = tmp_path / "pn.xml"
+    path.write_text(
+        '<?xml version="1.0"?>\n<nmaprun scanner="nmap" args="nmap -n -Pn -sT -p 22,80 10.9.0.17 10.9.0.50" start="1733356800">\n'
+        '<host starttime="1733356800" endtime="1733356801"><status state="up" reason="user-set"/>'
+        '<address addr="10.9.0.17" addrtype="ipv4"/><ports><extraports state="filtered" count="2"/></ports></host>\n'
+        '<host starttime="1733356800" endtime="1733356801"><status state="up" reason="user-set"/>'
+        '<address addr="10.9.0.50" addrtype="ipv4"/><ports><port protocol="tcp" portid="22">'
+        '<state state="closed" reason="conn-refused"/></port></ports></host>\n'
+        '<runstats><finished time="1733356802"/></runstats></nmaprun>\n',
+        encoding="utf-8",
+    )
+    result = import_path(path)
+    devices = {o.subject.ips for o in result.observations if o.kind == Kind.DEVICE}
+    assert devices == {("10.9.0.50",)}
+    assert result.counts["hosts_without_answer"] == 1

@@ -437,7 +437,8 @@ def test_window_closes_and_reason():
     site = parse_site(WINDOW_SITE, "site.yaml")
     check = check_window(site, datetime(2024, 6, 2, 1, 30, tzinfo=BERLIN))
     assert check.closes == datetime(2024, 6, 2, 2, 0, tzinfo=BERLIN)
-    assert "inside maintenance window sat 22:00-02:00 (Europe/Berlin)" in check.reason
+    assert check.reason.startswith("inside a maintenance window (sat 22:00-02:00;")
+    assert "Europe/Berlin) until 2024-06-02T02:00:00+02:00" in check.reason
     closed = check_window(site, datetime(2024, 6, 3, 1, 30, tzinfo=BERLIN))
     assert "outside every maintenance window" in closed.reason
     assert "2024-06-03T03:00:00+02:00" in closed.reason
@@ -811,8 +812,9 @@ def test_snapshot_check_removed_file_and_scanner_output(tmp_path):
     from twin.discovery.plan import check_snapshot
 
     folder, site, workspace = _build_snapshot(tmp_path)
-    flows = folder / "flows.csv"
-    flows.write_text("ts,src_ip,dst_ip,proto,dst_port,bytes\n1,10.20.0.20,10.20.0.11,tcp,443,10\n", encoding="utf-8")
+    flows = folder / "inventory" / "extra.csv"
+    flows.parent.mkdir(exist_ok=True)
+    flows.write_text("Asset Tag,IP Address,MAC Address,Device Type\nA-1,10.20.0.99,02:00:00:00:00:99,Infusion Pump\n", encoding="utf-8")
     scanner = folder / "nmap" / "active" / "r1" / "g01.xml"
     scanner.parent.mkdir(parents=True)
     scanner.write_text("<nmaprun/>", encoding="utf-8")
@@ -823,7 +825,7 @@ def test_snapshot_check_removed_file_and_scanner_output(tmp_path):
     assert check_snapshot(workspace, site, folder).problems == []
     flows.unlink()
     [problem] = check_snapshot(workspace, site, folder).problems
-    assert ": removed flows.csv;" in problem
+    assert ": removed inventory/extra.csv;" in problem
 
 
 def test_snapshot_check_relative_site_folder(tmp_path, monkeypatch):
@@ -845,3 +847,24 @@ def test_snapshot_check_relative_site_folder(tmp_path, monkeypatch):
     _set_mtime(added, 3600)
     [problem] = check_snapshot(workspace, site, Path(".")).problems
     assert ": added inventory/late.csv;" in problem
+
+
+def test_adjacent_windows_form_one_span():
+    text = WINDOW_SITE.replace('start: "22:00", end: "02:00"', 'start: "22:00", end: "23:20"')
+    text = text.replace('- {days: [sat], start: "22:00", end: "23:20"}',
+                        '- {days: [sat], start: "22:00", end: "23:20"}\n    - {days: [sat], start: "23:20", end: "24:00"}')
+    site = parse_site(text, "site.yaml")
+    check = check_window(site, datetime(2024, 6, 1, 23, 19, tzinfo=BERLIN))
+    assert check.open and check.closes == datetime(2024, 6, 2, 0, 0, tzinfo=BERLIN)
+
+
+def test_snapshot_check_ignores_backups_but_not_site_yaml_edits(tmp_path):
+    from twin.discovery.plan import check_snapshot
+
+    folder, site, workspace = _build_snapshot(tmp_path)
+    (folder / "site.yaml.orig").write_text((folder / "site.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert check_snapshot(workspace, site, folder).problems == []
+    config = folder / "site.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "\n# classification edited\n", encoding="utf-8")
+    [problem] = check_snapshot(workspace, site, folder).problems
+    assert "site.yaml changed since snapshot" in problem and "rebuild first" in problem

@@ -60,6 +60,10 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
+# Skip lines printed when a scan of the whole scope has nothing to scan (count, default 20).
+MAX_SKIPS_LISTED = 20
+
+
 @discover_app.command("scan")
 def scan(
     site_dir: Path = typer.Option(..., "--site", exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml."),
@@ -153,7 +157,14 @@ def scan(
         if rejected:
             _print_error(f"nothing to scan; {_count(len(rejected), 'target')} rejected (listed above)")
             raise typer.Exit(EXIT_ERROR)
-        err.print("nothing to scan: every target is skipped (the reasons are listed above, or run --dry-run)", highlight=False)
+        if not target:
+            # Without --target the skip lines were not printed above; a whole
+            # scope skipped has few, summarised ones, so list them here.
+            for skip in plan.skipped[:MAX_SKIPS_LISTED]:
+                err.print(f"skipped: {skip.target}: {skip.reason}", highlight=False, markup=False)
+            if len(plan.skipped) > MAX_SKIPS_LISTED:
+                err.print(f"... and {len(plan.skipped) - MAX_SKIPS_LISTED} more; run --dry-run for all", highlight=False)
+        err.print("nothing to scan: every target is skipped (the reasons are listed above)", highlight=False)
         raise typer.Exit(0)
     if out_dir is not None and site_dir.resolve() not in out_dir.resolve().parents:
         err.print(f"note: {out_dir} is outside the site folder, so 'twin build' will not read these results", highlight=False)

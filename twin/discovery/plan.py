@@ -239,27 +239,29 @@ def check_window(site: SiteConfig, now: datetime | None = None) -> WindowCheck:
         return WindowCheck(
             True, "no maintenance window is configured, so scans may start at any time", configured=False
         )
-    for window in windows:
-        for offset in (-1, 0):
-            day = local.date() + timedelta(days=offset)
-            if WEEKDAYS[day.weekday()] not in window.days:
-                continue
-            start, end = _window_bounds(day, window, tz)
-            if start <= local < end:
-                return WindowCheck(
-                    True,
-                    f"inside maintenance window {_describe_window(window)} ({site.site.timezone}) until {end.isoformat()}",
-                    closes=end,
-                )
-    starts = []
-    for window in windows:
-        for offset in range(0, 8):
-            day = local.date() + timedelta(days=offset)
-            if WEEKDAYS[day.weekday()] in window.days:
-                start, end = _window_bounds(day, window, tz)
-                if start > local:
-                    starts.append((start, end))
-    next_start, next_end = min(starts) if starts else (None, None)
+    # Windows that touch or overlap (22:00-23:20 then 23:20-24:00, or a night
+    # split over two days) form one span, so a scan is not stopped between them.
+    spans: list[list] = []
+    for start, end in sorted(
+        _window_bounds(local.date() + timedelta(days=offset), window, tz)
+        for window in windows
+        for offset in range(-1, 9)
+        if WEEKDAYS[(local.date() + timedelta(days=offset)).weekday()] in window.days
+    ):
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    for start, end in spans:
+        if start <= local < end:
+            described = "; ".join(_describe_window(w) for w in windows)
+            return WindowCheck(
+                True,
+                f"inside a maintenance window ({described}, {site.site.timezone}) until {end.isoformat()}",
+                closes=end,
+            )
+    upcoming = [(start, end) for start, end in spans if start > local]
+    next_start, next_end = upcoming[0] if upcoming else (None, None)
     listed = "; ".join(_describe_window(w) for w in windows)
     return WindowCheck(
         False,
@@ -359,6 +361,7 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
             runs = [run for run in store.runs() if run.site == name]
             latest = runs[-1] if runs else None
             records = store.import_files(latest.run_id) if latest is not None else []
+            built_config = store.config_yaml(latest.run_id)[1] if latest is not None else None
         twin = workspace.twin(latest.run_id) if latest is not None else None
     except StoreError as exc:
         return SnapshotCheck(None, None, [f"workspace {path} cannot be read ({exc}); {fix}"])
@@ -372,8 +375,19 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
         *(Path(d) for d in skip_dirs),
     )
     built = float(latest.started_at or latest.finished_at)
-    current = {p.relative_to(site_dir): p for p, _ in find_discovery_files(site_dir, exclude=excluded)}
-    recorded = _recorded_files(records, Path(latest.site_dir or site_dir), site_dir, excluded)
+    problems = []
+    # Classification patterns, the inventory column map and the segments
+    # decide device classes, so an edited site.yaml makes the classes stale.
+    config = site_dir / "site.yaml"
+    if built_config is not None and config.is_file() and config.read_text(encoding="utf-8", errors="replace") != built_config:
+        problems.append(
+            f"{config} changed since snapshot {latest.run_id} was built; its classification, inventory mapping and "
+            f"segments decide each device's class and so its probe budget, so rebuild first: twin build {site_dir} -w {path}"
+        )
+    # Only files in a discovery format can add or change devices: backups and
+    # notes beside the data do not make the snapshot stale.
+    current = {p.relative_to(site_dir): p for p, fmt in find_discovery_files(site_dir, exclude=excluded) if fmt}
+    recorded = _recorded_files([r for r in records if r.get("format")], Path(latest.site_dir or site_dir), site_dir, excluded)
     added = sorted(set(current) - set(recorded), key=_inventory_first)
     removed = sorted(set(recorded) - set(current), key=_inventory_first)
     modified = sorted(
@@ -382,7 +396,7 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
     )
     total = len(added) + len(removed) + len(modified)
     if not total:
-        return SnapshotCheck(twin, latest.run_id, [])
+        return SnapshotCheck(twin, latest.run_id, problems)
     changes = "; ".join(
         f"{label} {_list_files(files)}"
         for label, files in (("added", added), ("modified", modified), ("removed", removed))
@@ -390,7 +404,7 @@ def check_snapshot(workspace_path, site: SiteConfig, site_dir, *, skip_dirs: Ite
     )
     when = datetime.fromtimestamp(built, timezone.utc).isoformat(timespec="seconds")
     log.info("snapshot %s of site %r is out of date: %s", latest.run_id, name, changes)
-    return SnapshotCheck(twin, latest.run_id, [
+    return SnapshotCheck(twin, latest.run_id, problems + [
         f"{total} discovery {_plural(total, 'file')} changed since snapshot {latest.run_id} was built ({when}): "
         f"{changes}; devices added there would be probed as unknown, so rebuild first: twin build {site_dir} -w {path}"
     ])
@@ -763,7 +777,7 @@ def plan_scan(
     chosen: dict[Address, _Decision] = {}
     if not site.discovery.scopes:
         skipped.append(Skip(
-            "(all targets)", None, UNKNOWN_CLASS,
+            ", ".join(str(t) for t in targets) if targets else "(all targets)", None, UNKNOWN_CLASS,
             "active discovery is off because discovery.scopes is empty; add the prefixes that may be probed to "
             "discovery.scopes in site.yaml",
             rejected=targets is not None,

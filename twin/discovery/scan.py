@@ -293,6 +293,19 @@ class _HostFacts:
     hostnames: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _host_answered(host: Element) -> bool:
+    """Return True when any port of the host is open or closed (it sent a SYN-ACK, a RST or data)."""
+    ports = host.find("ports")
+    if ports is None:
+        return False
+    for port in ports.findall("port"):
+        state = port.find("state")
+        if state is not None and (state.get("state") or "").startswith(("open", "closed")):
+            return True
+    # Ports summarised as extraports count too when they were closed.
+    return any((extra.get("state") or "") == "closed" for extra in ports.findall("extraports"))
+
+
 def _read_host(host: Element, line: int | None, path: str, default_time: float, result: ImportResult) -> None:
     result.records_read += 1
     status = host.find("status")
@@ -303,6 +316,13 @@ def _read_host(host: Element, line: int | None, path: str, default_time: float, 
         return
 
     facts = _host_addresses(host, line, path, result)
+    if status.get("reason") == "user-set" and not facts.macs and not _host_answered(host):
+        # -Pn (which the twin's scanner always passes) marks every target up
+        # without a probe; only an open or closed port or a MAC shows that a
+        # host exists, so a target that answered nothing is not a device.
+        result.count("hosts_without_answer")
+        host.clear()
+        return
     identity = Identity(macs=tuple(facts.macs), ips=tuple(facts.ips), hostname=facts.hostname)
     if identity.is_empty():
         result.skip("host is up but has no MAC, IP address or host name", line=line, field="address")
