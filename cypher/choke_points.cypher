@@ -4,10 +4,11 @@
 // parameters: $site, $paths, $min_cut, $permitted_services
 // limits: no variable-length paths; works on at most the attack_paths rows passed in; LIMIT 100000 rows
 // cannot see: paths that attack_paths did not report (its caps bound the counts and the cut)
-// revision: 2
-WITH $paths AS paths, size($paths) AS total, size([p IN $paths WHERE p.critical]) AS critical_total
+// revision: 3
+// Rows carry counts, never the whole path list: every sorted or aggregated row would hold its own copy.
+WITH size($paths) AS total, size([p IN $paths WHERE p.critical]) AS critical_total
 WHERE total > 0
-UNWIND paths AS path
+UNWIND $paths AS path
 UNWIND range(0, size(path.ids) - 1) AS position
 WITH total, critical_total, path, position, path.ids[position] AS node_id
 OPTIONAL MATCH (d:Device {site: $site, device_id: node_id})
@@ -41,17 +42,20 @@ WITH total, critical_total, kind, item, path, head(collect(info)) AS info, colle
 WITH total, critical_total, kind, item, info,
      count(path) AS paths_through, sum(CASE WHEN path.critical THEN 1 ELSE 0 END) AS critical_through,
      reduce(all_edges = [], e IN collect(edge_lists) | all_edges + reduce(flat = [], x IN e | flat + x)) AS edges
+// One row per distinct edge of a row, so the edge list itself is not copied into every edge row.
 UNWIND CASE WHEN size(edges) = 0 THEN [NULL] ELSE edges END AS edge
+WITH DISTINCT total, critical_total, kind, item, info, paths_through, critical_through, edge
 OPTIONAL MATCH (v:Device {site: $site, device_id: edge[2]})<-[c:COMMUNICATES_WITH]-(u)
 WHERE edge[0] = 'observed' AND coalesce(u.device_id, u.address) = edge[1]
-WITH total, critical_total, kind, item, info, paths_through, critical_through, edges, edge,
+WITH total, critical_total, kind, item, info, paths_through, critical_through, edge,
      collect(c.proto + '/' + toString(c.dst_port)) AS observed_labels
-WITH total, critical_total, kind, item, info, paths_through, critical_through, edges,
+WITH total, critical_total, kind, item, info, paths_through, critical_through, edge,
      observed_labels + coalesce(head([s IN $permitted_services WHERE edge[0] = 'permitted' AND s.src = edge[1] AND s.dst = edge[2] | s.services]), []) AS labels
 UNWIND CASE WHEN size(labels) = 0 THEN [NULL] ELSE labels END AS label
-WITH total, critical_total, kind, item, info, paths_through, critical_through, edges, label
+WITH total, critical_total, kind, item, info, paths_through, critical_through, edge, label
 ORDER BY label
-WITH total, critical_total, kind, item, info, paths_through, critical_through, edges, collect(DISTINCT label) AS labels
+WITH total, critical_total, kind, item, info, paths_through, critical_through,
+     collect(DISTINCT label) AS labels, collect(DISTINCT edge) AS edges
 WITH total, critical_total, kind, item, info, paths_through, critical_through, labels, edges,
      reduce(text = head(labels), s IN tail(labels) | text + ', ' + s) AS services_text,
      toFloat(paths_through) / total AS share

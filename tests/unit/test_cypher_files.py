@@ -167,3 +167,13 @@ def test_load_query_unknown_name_lists_known():
 
 def test_query_names_match_catalogue():
     assert query_names() == sorted(CATALOGUE)
+
+
+def test_attack_paths_expands_one_hop_per_match():
+    # A variable-length or quantified COMMUNICATES_WITH pattern enumerates every walk from every entry before
+    # any filter applies, and that timed out at 100,000 devices. The search must expand one hop per MATCH.
+    body = _body((CYPHER_DIR / "attack_paths.cypher").read_text(encoding="utf-8"))
+    assert not re.search(r"COMMUNICATES_WITH\s*\*", body)
+    assert not re.search(r"\)\s*\{\s*\d*\s*,\s*\d*\s*\}", body)
+    assert not re.search(r"\b(?:SHORTEST|shortestPath|allShortestPaths)\b", body)
+    assert "$permitted_paths" in body

@@ -9,7 +9,8 @@ the Python forms in :data:`twin.analysis.CATALOGUE`.
 Parameters that Cypher cannot compute soundly are computed in Python and
 passed in, and the query's header says so: policy decisions
 (``segment_violations``), allowlist prefix matches (``external_exposure``),
-selector matches and the permitted reachability graph (``attack_paths``),
+selector matches and the permitted-mode paths, which are searched over the
+policy's reachability graph (``attack_paths``),
 and the minimum cut and permitted services (``choke_points``). Everything
 else (joins, counts, severities, evidence text and the observed-mode path
 search) runs on the server.
@@ -35,10 +36,13 @@ if TYPE_CHECKING:
     from twin.model.twin import Twin
 
 __all__ = [
+    "COMMUNICATION_COLUMNS",
     "CYPHER_DIR",
     "HEADER_FIELDS",
+    "INPUT_TABLES",
     "QUERY_TIMEOUT_S",
     "CypherQuery",
+    "load_input_twin",
     "load_query",
     "query_names",
     "query_parameters",
@@ -121,11 +125,20 @@ def query_names(directory: Path | None = None) -> list[str]:
 # -- parameters ---------------------------------------------------------------
 
 
+# Twin tables the policy engine, the attack-path graphs and the choke-point service labels read. The
+# runner loads only these (and the communication columns below) from the store; the other tables stay empty.
+INPUT_TABLES = ("devices", "segments", "externals", "services")
+# Communication columns those steps read. The counters, timestamps and sources stay empty.
+COMMUNICATION_COLUMNS = ("src_id", "dst_id", "src_kind", "dst_kind", "proto", "dst_port")
+
+
 class _Inputs:
     """Python-side inputs of one catalogue run, computed once and on first use.
 
-    The twin is loaded from the store only when a query needs the policy
-    engine (decisions, selector matches, permitted graph).
+    The twin is loaded from the store at most once per run, and only when a
+    query needs the policy engine (decisions, selector matches, permitted
+    graph). It contains :data:`INPUT_TABLES` in full and the communications
+    with :data:`COMMUNICATION_COLUMNS` only.
     """
 
     def __init__(self, store: "Neo4jStore", site_config: SiteConfig, site: str):
@@ -142,9 +155,72 @@ class _Inputs:
     def twin(self) -> "Twin":
         if self._twin is None:
             started = time.perf_counter()
-            self._twin = self.store.load_twin(self.site)
+            self._twin = load_input_twin(self.store, self.site)
             log.info("site %r: loaded the twin for policy inputs in %.1f s", self.site, time.perf_counter() - started)
         return self._twin
+
+
+def load_input_twin(store: "Neo4jStore", site: str) -> "Twin":
+    """Load the part of ``site``'s twin that the runner's Python-side parameters read.
+
+    Each table comes back as one row holding a list of rows: the driver
+    decodes that about four times faster than a million records (14 s
+    against 57 s for 1,075,933 communications, see docs/benchmarks.md).
+
+    Parameters
+    ----------
+    store : Neo4jStore
+    site : str
+        Site name in the store.
+
+    Returns
+    -------
+    Twin
+        :data:`INPUT_TABLES` as :meth:`Neo4jStore.load_twin` returns them,
+        the communications with only :data:`COMMUNICATION_COLUMNS` filled,
+        and every other table empty.
+    """
+    from twin.graph.embedded import _arrow_table, _frame_from_arrow
+    # NOTE: _normalise_table is the store's private row typing; reusing it keeps this load equal to load_twin's.
+    from twin.graph.neo4j import PLACEHOLDER_LABEL, _normalise_table
+    from twin.model import schema
+    from twin.model.twin import TABLES, Twin, empty_table
+
+    info = store.site_info(site)
+    tables: dict[str, pd.DataFrame] = {}
+    for decl in schema.NODES:
+        if decl.table not in INPUT_TABLES:
+            continue
+        frame = store.run(
+            f"MATCH (n:{decl.label}) WHERE n.site = $site AND NOT n:{PLACEHOLDER_LABEL} RETURN collect(properties(n)) AS rows",
+            {"site": site},
+        )
+        records = list(frame["rows"].iloc[0])
+        # The store keeps the site name of a segment in the node's site property only.
+        if decl.table == "segments":
+            records = [dict(record, site=site) for record in records]
+        tables[decl.table] = _normalise_table(decl.table, records, list(decl.key))
+    # COMMUNICATES_WITH joins a Device or External node at either end, so the endpoint key is either property.
+    frame = store.run(
+        "MATCH (a)-[r:COMMUNICATES_WITH]->(b) WHERE r.site = $site "
+        "RETURN collect([coalesce(a.device_id, a.address), coalesce(b.device_id, b.address), "
+        "r.src_kind, r.dst_kind, r.proto, r.dst_port]) AS rows",
+        {"site": site},
+    )
+    # NOTE: the whole table is one list in one transaction. A twin far above 1,000,000 communications may need
+    # chunks to stay inside the server's transaction memory.
+    rows = frame["rows"].iloc[0]
+    # None of these columns is a json column, so typing them through Arrow as the embedded store does is enough.
+    communications = pd.DataFrame(
+        {column: pd.Series([row[i] for row in rows], dtype=object) for i, column in enumerate(COMMUNICATION_COLUMNS)}
+    )
+    communications = _frame_from_arrow("communications", _arrow_table("communications", communications))
+    tables["communications"] = communications.sort_values(
+        ["src_id", "dst_id", "proto", "dst_port"], kind="stable", ignore_index=True
+    )
+    for table in TABLES:
+        tables.setdefault(table, empty_table(table))
+    return Twin(site=site, run_id=info.get("run_id") or "", built_at=float(info.get("built_at") or 0.0), tables=tables)
 
 
 def _class_parameters() -> dict[str, Any]:
@@ -195,7 +271,9 @@ def _exposure_parameters(inputs: _Inputs) -> dict[str, Any]:
 
 
 def _attack_parameters(inputs: _Inputs, mode: str = "both") -> dict[str, Any]:
-    from twin.analysis.attack_paths import MODES, build_observed_graph, build_permitted_graph, vulnerable_services
+    # NOTE: _collect is the Python form's private path collector. Calling it keeps the permitted paths of the
+    # two forms equal, because the search over the policy graph cannot run in Cypher.
+    from twin.analysis.attack_paths import MODES, _collect, build_observed_graph, build_permitted_graph, vulnerable_services
 
     cfg = inputs.site_config.attack_paths
     modes = list(MODES) if mode == "both" else [mode]
@@ -205,8 +283,7 @@ def _attack_parameters(inputs: _Inputs, mode: str = "both") -> dict[str, Any]:
         "external_entry_ids": [],
         "target_ids": [],
         "vulnerable": [],
-        "permitted_nodes": {},
-        "permitted_edges": {},
+        "permitted_paths": [],
         "max_hops": int(cfg.max_hops),
         "k": int(cfg.k),
         "max_paths": int(cfg.max_paths),
@@ -230,20 +307,13 @@ def _attack_parameters(inputs: _Inputs, mode: str = "both") -> dict[str, Any]:
     )
     if "permitted" in modes:
         graph = build_permitted_graph(twin, inputs.engine, entries, goals, vulnerable)
-        nodes: dict[str, dict[str, Any]] = {}
-        edges: dict[str, list[dict[str, Any]]] = {}
-        for index, members in enumerate(graph.members):
-            nodes[members[0]] = {
-                "members": list(members),
-                "entry": bool(graph.is_entry[index]),
-                "target": bool(graph.is_target[index]),
-                "external": bool(graph.is_external[index]),
-            }
-            dst, weights = graph.out_edges(index)
-            if len(dst):
-                edges[members[0]] = [{"dst": graph.members[int(v)][0], "w": float(w)} for v, w in zip(dst, weights, strict=True)]
-        params["permitted_nodes"] = nodes
-        params["permitted_edges"] = edges
+        warnings: list[str] = []
+        found = _collect(graph, int(cfg.max_hops), int(cfg.k), int(cfg.max_paths), warnings, "permitted")
+        for warning in warnings:
+            log.warning("site %r: attack paths %s", inputs.site, warning)
+        params["permitted_paths"] = [
+            {"ids": list(path), "cost": float(cost), "hops": int(hops)} for cost, hops, path in sorted(found)
+        ]
     return params
 
 
