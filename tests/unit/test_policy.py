@@ -162,3 +162,16 @@ def test_decide_empty(site):
     decided = engine.decide(twin_from_records(DEVICES).communications, twin_from_records(DEVICES))
     assert decided.empty
     assert {"action", "rule", "rule_index"} <= set(decided.columns)
+
+
+def test_building_matches_own_record_or_segment(site):
+    # The inventory spells p2's building "Building A"; its segment serves "a".
+    devices = [dict(d) for d in DEVICES]
+    devices[1]["building"] = "Building A"
+    devices[3]["building"] = "a"
+    engine = PolicyEngine(site)
+    twin = twin_from_records(devices)
+    by_segment = engine.match_selector("building:a", twin.devices)
+    assert set(twin.devices.loc[by_segment, "device_id"]) == {"p1", "p2", "g1"}
+    by_record = engine.match_selector("building:Building A", twin.devices)
+    assert set(twin.devices.loc[by_record, "device_id"]) == {"p2"}

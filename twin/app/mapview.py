@@ -144,7 +144,9 @@ SEGMENT_PALETTE = (
 )
 # Shades per role when colouring by device class: medical warm, IT cool, network grey.
 ROLE_PALETTE = {
-    "medical": ("#b71c1c", "#d32f2f", "#e64a19", "#f57c00", "#ffa000", "#c2185b", "#ad1457", "#ef6c00", "#ff7043", "#e53935", "#f4511e", "#fb8c00"),
+    # Warm colours without pure reds, which mean a violation on the map.
+    "medical": ("#e65100", "#f57c00", "#ffa000", "#c2185b", "#ad1457", "#ef6c00", "#ff8a65", "#f9a825", "#d81b60",
+                "#8d6e63", "#fb8c00", "#ffb300"),
     "it": ("#1565c0", "#1e88e5", "#0288d1", "#00838f"),
     "network": ("#455a64", "#607d8b", "#78909c", "#90a4ae", "#546e7a"),
     "building": ("#2e7d32", "#558b2f", "#689f38"),
@@ -1361,7 +1363,9 @@ def _vis_node(row, font_size: float) -> dict:
             "highlight": {"background": row.color, "border": "#000000"},
             "hover": {"background": row.color, "border": "#000000"},
         },
-        "borderWidth": 4 if row.highlighted else 1,
+        # A border at most a quarter of the radius, so a small highlighted node
+        # keeps its own colour inside the red ring.
+        "borderWidth": max(1.5, min(4.0, float(row.size) / 4)) if row.highlighted else 1,
         "font": {"size": font_size},
     }
 

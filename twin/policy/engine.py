@@ -204,7 +204,11 @@ class PolicyEngine:
         if selector.criticality:
             mask &= view.criticality.isin(selector.criticality)
         if selector.building:
-            mask &= view.building.isin(selector.building)
+            # A device is in a building when its own record says so (inventory,
+            # sysLocation) or when its segment serves that building, so a rule
+            # on the segments' building name also covers devices whose
+            # inventory spells the building another way.
+            mask &= view.building.isin(selector.building) | view.segment_building.isin(selector.building)
         if selector.device:
             wanted = _lower(selector.device) | {_ip_text(v) for v in selector.device}
             hit = view.device_id.isin(list(wanted) + list(selector.device))
@@ -502,6 +506,10 @@ class _DeviceView:
     def building(self) -> _Codes:
         own = _text(self.devices, "building")
         return _Codes(own.where(own.notna(), self._segment_text.map(self._engine._building)))
+
+    @cached_property
+    def segment_building(self) -> _Codes:
+        return _Codes(self._segment_text.map(self._engine._building))
 
     @property
     def ip_table(self) -> pd.DataFrame:

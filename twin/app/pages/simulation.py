@@ -131,7 +131,7 @@ def _check_names(selector, known: dict[str, set[str]], where: str, field: str) -
             if value in names:
                 continue
             close = difflib.get_close_matches(value, sorted(names), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else "."
             raise ConfigError(
                 f"{where}, field '{field}': {key} {value!r} is not defined in the site{hint} "
                 f"Known {key}s: {', '.join(sorted(names))}"
@@ -462,7 +462,14 @@ def _show_result(result, proposed_yaml: str) -> None:
     if result.exposure.empty:
         st.caption("No external exposure recorded.")
     else:
-        show_table(display_frame(result.exposure, MAX_SECTION_ROWS), hide_index=True, key="sim-exposure")
+        st.caption(
+            "Exposure allowed counts the rows each policy allows; a row both policies deny is a violation of both, "
+            "listed here because the communication was recorded."
+        )
+        exposure = result.exposure
+        first = [c for c in ("current_allowed", "proposed_allowed") if c in exposure.columns]
+        exposure = exposure[first + [c for c in exposure.columns if c not in first]]
+        show_table(display_frame(exposure, MAX_SECTION_ROWS), hide_index=True, key="sim-exposure")
     st.download_button("Download the proposed policy (YAML)", proposed_yaml, file_name="proposed_policy.yaml", mime="application/x-yaml", key="sim-download-policy", type="primary")
 
 
