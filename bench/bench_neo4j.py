@@ -202,11 +202,15 @@ def export_csv(twin, site_text: str | None, out_dir: Path) -> ImportFiles:
     for decl in schema.NODES:
         types = COLUMN_TYPES[decl.table]
         names = [c for c in decl.columns if c != "site"] + ["site"]
-        rows = node_rows[decl.label]
+        prepared = node_rows[decl.label]
+        rows = [dict(zip(prepared.columns, values)) for values in prepared.rows]
         ids = [_node_id([row[k] for k in decl.key]) for row in rows]
         node_ids[decl.label] = set(ids)
         for row, ident in zip(rows, ids):
             row["\0id"] = ident
+            # write_twin sets site and run_id from query parameters, so its rows carry neither.
+            row["site"] = twin.site
+            row["run_id"] = twin.run_id
         path = out_dir / f"node-{decl.label}.csv"
         header = [f":ID({decl.label})"] + _header(names, types)
         files.node_rows[decl.label] = _write_csv(path, header, ["\0id"] + names, rows, files)
@@ -220,7 +224,13 @@ def export_csv(twin, site_text: str | None, out_dir: Path) -> ImportFiles:
         if rel.table in {decl.table for decl in schema.NODES}:
             names = ["site", "run_id"]
         total = 0
-        for (start_label, end_label), rows in sorted(rel_rows[rel.type].items()):
+        for (start_label, end_label), prepared in sorted(rel_rows[rel.type].items()):
+            split = len(prepared.start)
+            stop = split + len(prepared.end)
+            rows = [
+                {"s": list(values[:split]), "e": list(values[split:stop]), "props": dict(zip(prepared.props, values[stop:]))}
+                for values in prepared.rows
+            ]
             flat = []
             for row in rows:
                 start_id = _node_id(row["s"])
@@ -228,7 +238,7 @@ def export_csv(twin, site_text: str | None, out_dir: Path) -> ImportFiles:
                 for label, ident, key in ((start_label, start_id, row["s"]), (end_label, end_id, row["e"])):
                     if ident not in node_ids[label] and ident not in placeholders[label]:
                         placeholders[label][ident] = key
-                flat.append({"\0start": start_id, "\0end": end_id, **row["props"]})
+                flat.append({"\0start": start_id, "\0end": end_id, **row["props"], "site": twin.site, "run_id": twin.run_id})
             path = out_dir / f"rel-{rel.type}-{start_label}-{end_label}.csv"
             header = [f":START_ID({start_label})", f":END_ID({end_label})"] + _header(names, types)
             total += _write_csv(path, header, ["\0start", "\0end"] + names, flat, files)

@@ -12,7 +12,11 @@ MERGE`` in batches of :data:`BATCH_ROWS` rows, each batch a managed write
 transaction, so the driver retries transient errors such as deadlocks. Rows
 are sorted by key so concurrent writers lock nodes in the same order. Values
 are always query parameters; labels, types and property names come from the
-schema only and are checked before they are put into a query.
+schema only and are checked before they are put into a query. Nodes are
+written first, then relationships, which MATCH their endpoints through the
+uniqueness constraints. A label or relationship type of which the site has no
+item yet is written with CREATE instead of MERGE; the uniqueness
+constraints still reject a duplicate key.
 
 After a write, items of the site whose ``run_id`` differs from the new one
 are removed in chunks of :data:`STALE_CHUNK_ROWS`. Writers of the same site
@@ -21,7 +25,7 @@ never remove each other's items. Builds of different sites run in parallel.
 
 A relationship row whose endpoint is not a row of its node table (a link to
 an interface no switch reported, for example) gets a ``:Placeholder`` node
-with only the key properties. Placeholders are endpoints only, and
+with only the key properties, written before the relationships. Placeholders are endpoints only, and
 :meth:`Neo4jStore.load_twin` leaves them out of the node tables.
 
 Configuration comes from the environment (:meth:`Neo4jConfig.from_env`):
@@ -42,8 +46,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 import neo4j
@@ -63,6 +70,10 @@ __all__ = [
     "analyze_from_neo4j",
     "export_snapshot",
     "import_site",
+    "neo4j_report_context",
+    "report_from_neo4j",
+    "redact_uri",
+    "NO_IMPORT_RECORDS_NOTE",
     "BATCH_ROWS",
     "STALE_CHUNK_ROWS",
     "REL_KEYS",
@@ -74,11 +85,12 @@ log = logging.getLogger(__name__)
 # Rows per write transaction (one UNWIND batch), default 5,000. Neo4j 5.26
 # bounds a transaction's memory by dbms.memory.transaction.total.max, 70 % of
 # the heap by default. PROFILE (GlobalMemory) of one batch of 5,000
-# COMMUNICATES_WITH rows of the sample hospital (the widest relationship
-# table) with every endpoint still to create allocated about 22 MB. It took
-# 1.4 s on Neo4j 5.26 Community with a 2 GB heap on 2 shared cores. That is under 2 %
-# of the default limit of a 2 GB heap, and batches stay short, so a retried
-# deadlock repeats little work.
+# COMMUNICATES_WITH rows (the widest relationship table) of a generated
+# 100,000-device twin reported about 4 MB for the MERGE form and 64 bytes for
+# the CREATE form, which streams. That is far under the default limit of a
+# 2 GB heap, and batches stay short (0.2 to 1 s each on Neo4j 5.26
+# Community, 2 GB heap, 2 shared cores), so a retried deadlock repeats little
+# work. Batches of 10,000 and 20,000 rows were no faster there.
 BATCH_ROWS = 5_000
 # Items removed per transaction when stale items of a site are removed, default 10,000.
 STALE_CHUNK_ROWS = 10_000
@@ -108,6 +120,10 @@ REL_KEYS: dict[str, tuple[str, ...]] = {"COMMUNICATES_WITH": ("proto", "dst_port
 # type -> (start kind column, end kind column). A kind of "external" means an
 # External node, anything else a Device.
 _KIND_COLUMNS: dict[str, tuple[str, str]] = {"COMMUNICATES_WITH": ("src_kind", "dst_kind")}
+
+# Properties the write queries set from the ``$site`` and ``$run_id``
+# parameters rather than from each row.
+_SET_FROM_PARAMETERS = frozenset({"site", "run_id"})
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NODE_BY_LABEL = {decl.label: decl for decl in schema.NODES}
@@ -225,44 +241,68 @@ class WriteStats:
 # -- rows -------------------------------------------------------------------
 
 
-def _table_rows(table: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Convert a twin table to parameter rows with the embedded store's types.
+def _table_arrow(table: str, frame: pd.DataFrame | None, key: list[str]) -> pa.Table | None:
+    """Convert a twin table to Arrow with the embedded store's types, check its keys and sort it by key.
 
-    Missing values are left out of a row, so Neo4j stores no property for
-    them. ``json`` columns become JSON text because Neo4j properties cannot
-    be maps.
+    Returns None for a missing or empty table.
     """
     if frame is None or frame.empty:
-        return []
+        return None
     arrow = _arrow_table(table, frame)
-    columns = {name: arrow.column(name).to_pylist() for name in arrow.column_names}
-    rows = []
-    for index in range(arrow.num_rows):
-        rows.append({name: values[index] for name, values in columns.items() if values[index] is not None})
-    return rows
+    _check_keys(table, arrow, key)
+    # Arrow orders text by its UTF-8 bytes, which is the code point order Python's sort uses.
+    return arrow.sort_by([(k, "ascending") for k in key])
 
 
-def _check_keys(table: str, rows: list[dict[str, Any]], key: list[str]) -> None:
+@dataclass
+class _NodeRows:
+    """Parameter rows of one node label: each row is a tuple of the values of ``columns``, in that order.
+
+    A missing value is None; a query stores no property for a null, so
+    Neo4j keeps the same properties as it would without the column.
+    """
+
+    columns: list[str]
+    rows: list[tuple]
+
+
+@dataclass
+class _RelRows:
+    """Parameter rows of one relationship type between two labels.
+
+    Each row is a tuple of the start key values (the columns ``start``),
+    then the end key values (``end``), then the values of ``props``.
+    """
+
+    start: tuple[str, ...]
+    end: tuple[str, ...]
+    props: list[str]
+    rows: list[tuple] = field(default_factory=list)
+
+
+def _arrow_values(arrow: pa.Table, columns: Iterable[str]) -> list[list[Any]]:
+    """Return the Python values of each of ``columns``; ``json`` columns are JSON text already."""
+    return [arrow.column(name).to_pylist() for name in columns]
+
+
+def _check_keys(table: str, arrow: pa.Table, key: list[str]) -> None:
     """Raise StoreError when a row lacks a key value or two rows share one key."""
-    seen: set[tuple] = set()
-    for index, row in enumerate(rows):
-        missing = [k for k in key if k not in row]
-        if missing:
+    for name in key:
+        column = arrow.column(name)
+        if column.null_count:
+            index = pc.index(column.is_null(), True).as_py()
             raise StoreError(
-                f"table {table}, row {index}: no value for key column {missing[0]!r}; "
+                f"table {table}, row {index}: no value for key column {name!r}; "
                 f"every row needs {', '.join(key)} to be stored in Neo4j"
             )
-        ident = tuple(row[k] for k in key)
-        if ident in seen:
-            raise StoreError(
-                f"table {table}, row {index}: key {ident!r} occurs twice; Neo4j keeps one item per key "
-                f"({', '.join(key)}), so merge the duplicate rows before writing"
-            )
-        seen.add(ident)
-
-
-def _sort_rows(rows: list[dict[str, Any]], key: list[str]) -> None:
-    rows.sort(key=lambda row: tuple(row[k] for k in key))
+    duplicated = arrow.select(key).to_pandas().duplicated(keep="first").to_numpy()
+    if duplicated.any():
+        index = int(duplicated.argmax())
+        ident = tuple(arrow.column(name)[index].as_py() for name in key)
+        raise StoreError(
+            f"table {table}, row {index}: key {ident!r} occurs twice; Neo4j keeps one item per key "
+            f"({', '.join(key)}), so merge the duplicate rows before writing"
+        )
 
 
 def _normalise_table(table: str, records: list[dict[str, Any]], sort_key: list[str]) -> pd.DataFrame:
@@ -413,18 +453,53 @@ class Neo4jStore:
 
     # -- writing ----------------------------------------------------------
 
-    def _write_batches(self, cypher: str, rows: list[dict[str, Any]], params: dict[str, Any], on_batch: Callable[[], None]) -> int:
+    def _write_batches(
+        self,
+        cypher: str,
+        rows: list[tuple],
+        params: dict[str, Any],
+        on_batch: Callable[[], None],
+        *,
+        expect_created: bool = False,
+    ) -> int:
         """Write rows with ``UNWIND $rows`` in batches of ``batch_rows``, one managed transaction each.
 
-        This is the only method that writes twin items. It returns the number of batches run.
+        This is the only method that writes twin items. It returns the number
+        of batches run. With ``expect_created``, every row must create one
+        relationship; a batch that creates fewer (an endpoint MATCH found no
+        node) raises StoreError.
         """
         batches = 0
         for start in range(0, len(rows), self.batch_rows):
             chunk = rows[start : start + self.batch_rows]
-            self._write(cypher, rows=chunk, **params)
+            summary = self._write(cypher, rows=chunk, **params)
             batches += 1
+            if expect_created and summary.counters.relationships_created != len(chunk):
+                raise StoreError(
+                    f"Neo4j at {self.config.uri} created {summary.counters.relationships_created} of {len(chunk)} "
+                    f"relationships of a batch ({cypher[:80]}...) because some endpoints were not found; "
+                    "another process may have deleted nodes of the site during the write, so write the site again"
+                )
             on_batch()
         return batches
+
+    def _fresh_items(self, site: str) -> set[str]:
+        """Return the node labels and relationship types of which the site has no item yet.
+
+        Items of these kinds can be written with CREATE, which skips the
+        lookup MERGE makes for every row, and need no stale removal. The
+        caller holds the site lock, so the set stays true until it ends.
+        """
+        fresh = set()
+        for decl in schema.NODES:
+            _, rows = self._read(f"MATCH (n:{_quote(decl.label)}) WHERE n.site = $site RETURN 1 LIMIT 1", {"site": site})
+            if not rows:
+                fresh.add(decl.label)
+        for rel in schema.RELATIONSHIPS:
+            _, rows = self._read(f"MATCH ()-[r:{_quote(rel.type)}]->() WHERE r.site = $site RETURN 1 LIMIT 1", {"site": site})
+            if not rows:
+                fresh.add(rel.type)
+        return fresh
 
     def write_twin(self, twin: Twin, site: SiteConfig | None = None, *, site_text: str | None = None, site_dir: str | None = None) -> WriteStats:
         """Write a twin as the current state of its site and remove the site's stale items.
@@ -458,18 +533,27 @@ class Neo4jStore:
             self.ensure_schema()
         stats = WriteStats(site=twin.site, run_id=twin.run_id)
         node_rows, rel_rows = self._prepare(twin)
+        placeholder_rows = _placeholder_rows(node_rows, rel_rows)
         with _SiteLock(self, twin.site) as lock:
             params = {"site": twin.site, "run_id": twin.run_id}
+            # Checked under the lock, so no other writer of the site adds items until the write ends.
+            fresh = self._fresh_items(twin.site)
             for decl in schema.NODES:
                 rows = node_rows[decl.label]
-                stats.batches += self._write_batches(_node_query(decl), rows, params, lock.renew)
-                stats.nodes[decl.label] = len(rows)
+                cypher = _node_query(decl, rows.columns, create=decl.label in fresh)
+                stats.batches += self._write_batches(cypher, rows.rows, params, lock.renew)
+                stats.nodes[decl.label] = len(rows.rows)
+            for decl in schema.NODES:
+                rows = placeholder_rows[decl.label]
+                cypher = _node_query(decl, rows.columns, create=decl.label in fresh, placeholder=True)
+                stats.batches += self._write_batches(cypher, rows.rows, params, lock.renew)
             for rel in schema.RELATIONSHIPS:
                 groups = rel_rows[rel.type]
+                create = rel.type in fresh
                 for (start_label, end_label), rows in groups.items():
-                    cypher = _rel_query(rel, start_label, end_label)
-                    stats.batches += self._write_batches(cypher, rows, params, lock.renew)
-                stats.relationships[rel.type] = sum(len(rows) for rows in groups.values())
+                    cypher = _rel_query(rel, rows, start_label, end_label, create=create)
+                    stats.batches += self._write_batches(cypher, rows.rows, params, lock.renew, expect_created=create)
+                stats.relationships[rel.type] = sum(len(rows.rows) for rows in groups.values())
             self._write(
                 f"MERGE (s:{_quote(SITE_LABEL)} {{name: $site}}) "
                 "SET s.run_id = $run_id, s.built_at = $built_at, s.site_yaml = $site_yaml, "
@@ -480,7 +564,9 @@ class Neo4jStore:
                 site_yaml=site_text,
                 site_dir=site_dir,
             )
-            stats.removed_relationships, stats.removed_nodes = self._remove_stale(twin.site, twin.run_id, lock.renew)
+            stats.removed_relationships, stats.removed_nodes = self._remove_stale(
+                twin.site, twin.run_id, lock.renew, skip=fresh
+            )
         stats.seconds = time.perf_counter() - started
         log.info(
             "site %r run %s: wrote %d nodes and %d relationships to %s in %d batches, removed %d stale nodes and "
@@ -497,33 +583,47 @@ class Neo4jStore:
         )
         return stats
 
-    def _prepare(self, twin: Twin):
-        """Return parameter rows per node label and per (relationship type, endpoint labels), sorted by key."""
-        node_rows: dict[str, list[dict[str, Any]]] = {}
-        table_rows = {table: _table_rows(table, twin.tables.get(table)) for table in TABLES}
+    def _prepare(self, twin: Twin) -> tuple[dict[str, _NodeRows], dict[str, dict[tuple[str, str], _RelRows]]]:
+        """Return parameter rows per node label and per (relationship type, endpoint labels), sorted by key.
+
+        Rows are tuples without ``site`` and ``run_id``: the write queries
+        set both from parameters and name every column, which keeps a
+        million-row payload about half the size of property maps.
+        """
+        node_rows: dict[str, _NodeRows] = {}
+        arrows: dict[str, pa.Table | None] = {}
         for decl in schema.NODES:
-            rows = [dict(row) for row in table_rows[decl.table]]
+            frame = twin.tables.get(decl.table)
             if decl.label == "Segment":
-                _check_segment_site(rows, twin.site)
-            _check_keys(decl.table, rows, list(decl.key))
-            _sort_rows(rows, list(decl.key))
-            for row in rows:
-                row["site"] = twin.site
-                row["run_id"] = twin.run_id
-            node_rows[decl.label] = rows
-        rel_rows: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
+                _check_segment_site(frame, twin.site)
+            arrow = _table_arrow(decl.table, frame, list(decl.key))
+            arrows[decl.table] = arrow
+            columns = [col for col in TABLES[decl.table] if col not in _SET_FROM_PARAMETERS]
+            rows = list(zip(*_arrow_values(arrow, columns))) if arrow is not None else []
+            node_rows[decl.label] = _NodeRows(columns, rows)
+        rel_rows: dict[str, dict[tuple[str, str], _RelRows]] = {}
         for rel in schema.RELATIONSHIPS:
-            rows = table_rows[rel.table]
-            key = _rel_key(rel)
-            if rel.table not in _NODE_BY_TABLE:
-                _check_keys(rel.table, rows, key)
-            rel_rows[rel.type] = _rel_param_rows(rel, rows, key, twin.site, twin.run_id)
+            if rel.table in arrows:
+                # A node table, already sorted by the node key, which is also the relationship key.
+                arrow = arrows[rel.table]
+            else:
+                arrow = _table_arrow(rel.table, twin.tables.get(rel.table), _rel_key(rel))
+            rel_rows[rel.type] = _rel_param_rows(rel, arrow)
         return node_rows, rel_rows
 
-    def _remove_stale(self, site: str, run_id: str, on_chunk: Callable[[], None]) -> tuple[int, int]:
-        """Remove the site's relationships and nodes whose run_id differs, in chunks; return (relationships, nodes)."""
+    def _remove_stale(
+        self, site: str, run_id: str, on_chunk: Callable[[], None], *, skip: Iterable[str] = ()
+    ) -> tuple[int, int]:
+        """Remove the site's relationships and nodes whose run_id differs, in chunks; return (relationships, nodes).
+
+        Labels and relationship types in ``skip`` are left alone; they are the
+        kinds this write created from scratch, so all their items are current.
+        """
+        skip = set(skip)
         removed_rels = 0
         for rel in schema.RELATIONSHIPS:
+            if rel.type in skip:
+                continue
             cypher = (
                 f"MATCH ()-[r:{_quote(rel.type)}]->() WHERE r.site = $site AND coalesce(r.run_id, '') <> $run_id "
                 "WITH r LIMIT $chunk DELETE r RETURN count(*) AS removed"
@@ -531,6 +631,8 @@ class Neo4jStore:
             removed_rels += self._remove_chunks(cypher, site, run_id, on_chunk)
         removed_nodes = 0
         for decl in schema.NODES:
+            if decl.label in skip:
+                continue
             cypher = (
                 f"MATCH (n:{_quote(decl.label)}) WHERE n.site = $site AND coalesce(n.run_id, '') <> $run_id "
                 "WITH n LIMIT $chunk DETACH DELETE n RETURN count(*) AS removed"
@@ -687,13 +789,13 @@ class Neo4jStore:
         return {"uri": self.config.uri, "server": name, "version": ", ".join(versions), "edition": edition, "sites": sites}
 
 
-def _check_segment_site(rows: list[dict[str, Any]], site: str) -> None:
+def _check_segment_site(frame: pd.DataFrame | None, site: str) -> None:
     """Warn when a Segment row names another site: its ``site`` property stores the twin's site."""
-    others = sorted({row["site"] for row in rows if row.get("site") not in (None, site)})
+    if frame is None or frame.empty or "site" not in frame.columns:
+        return
+    others = sorted({value for value in frame["site"].tolist() if value is not None and value == value and value != site})
     if others:
         log.warning("segments name site(s) %s but the twin is site %r; Neo4j stores them under %r", others, site, site)
-    for row in rows:
-        row.pop("site", None)
 
 
 def _site_yaml(site: SiteConfig) -> str:
@@ -707,12 +809,53 @@ def _site_yaml(site: SiteConfig) -> str:
 # -- query text -------------------------------------------------------------
 
 
-def _node_query(decl: schema.NodeLabel) -> str:
-    keys = ", ".join(f"{_quote(k)}: row.{_quote(k)}" for k in decl.key)
-    return (
-        f"UNWIND $rows AS row MERGE (n:{_quote(decl.label)} {{site: $site, {keys}}}) "
-        f"SET n = row REMOVE n:{_quote(PLACEHOLDER_LABEL)}"
-    )
+def _row_map(columns: Iterable[str], offset: int = 0) -> str:
+    """Return the Cypher map entries ``site``, ``run_id`` and ``column: row[offset + i]`` for each column."""
+    entries = ["site: $site", "run_id: $run_id"]
+    entries += [f"{_quote(col)}: row[{offset + index}]" for index, col in enumerate(columns)]
+    return ", ".join(entries)
+
+
+def _node_query(decl: schema.NodeLabel, columns: list[str], *, create: bool = False, placeholder: bool = False) -> str:
+    """Return the UNWIND query that writes node rows of ``columns`` (see :class:`_NodeRows`).
+
+    ``create`` is for a label of which the site has no node yet: CREATE
+    skips MERGE's lookup, and the uniqueness constraint still rejects a
+    duplicate key. ``placeholder`` rows (key columns only) add the
+    Placeholder label; a node that a previous run wrote in full then loses
+    its other properties, because this run has no row for it.
+    """
+    label = _quote(decl.label)
+    placeholder_label = _quote(PLACEHOLDER_LABEL)
+    props = "{" + _row_map(columns) + "}"
+    if create:
+        labels = f"{label}:{placeholder_label}" if placeholder else label
+        return f"UNWIND $rows AS row CREATE (n:{labels} {props})"
+    keys = ", ".join(f"{_quote(k)}: row[{columns.index(k)}]" for k in decl.key)
+    merge = f"UNWIND $rows AS row MERGE (n:{label} {{site: $site, {keys}}}) SET n = {props}"
+    if placeholder:
+        return f"{merge}, n:{placeholder_label}"
+    return f"{merge} REMOVE n:{placeholder_label}"
+
+
+def _placeholder_rows(
+    node_rows: dict[str, _NodeRows], rel_rows: dict[str, dict[tuple[str, str], _RelRows]]
+) -> dict[str, _NodeRows]:
+    """Return, per label, the relationship endpoints that no node row provides, as key rows sorted by key."""
+    written: dict[str, set[tuple]] = {}
+    for decl in schema.NODES:
+        rows = node_rows[decl.label]
+        positions = [rows.columns.index(k) for k in decl.key]
+        written[decl.label] = {tuple(row[i] for i in positions) for row in rows.rows}
+    missing: dict[str, set[tuple]] = {decl.label: set() for decl in schema.NODES}
+    for groups in rel_rows.values():
+        for (start_label, end_label), rows in groups.items():
+            split = len(rows.start)
+            stop = split + len(rows.end)
+            for label, first, last in ((start_label, 0, split), (end_label, split, stop)):
+                known = written[label]
+                missing[label].update(key for key in (row[first:last] for row in rows.rows) if key not in known)
+    return {decl.label: _NodeRows(list(decl.key), sorted(missing[decl.label])) for decl in schema.NODES}
 
 
 def _endpoint_labels_for(rel: schema.RelType) -> tuple[list[str], list[str]]:
@@ -728,54 +871,69 @@ def _label_for_kind(kind: Any) -> str:
     return "External" if kind == "external" else "Device"
 
 
-def _rel_param_rows(rel: schema.RelType, rows: list[dict[str, Any]], key: list[str], site: str, run_id: str):
-    """Split rows by endpoint labels and build {s, e, k, props} parameter rows, sorted by key."""
+def _rel_param_rows(rel: schema.RelType, arrow: pa.Table | None) -> dict[tuple[str, str], _RelRows]:
+    """Split the rows of a relationship table by endpoint labels, keeping the order of ``arrow`` (by key).
+
+    ``props`` are the columns other than the endpoint keys, ``site`` and
+    ``run_id``; a relationship of a node table (HAS_INTERFACE, EXPOSES)
+    has none.
+    """
+    if arrow is None:
+        return {}
     start_labels, end_labels = _endpoint_labels_for(rel)
-    endpoint_cols = set(rel.start) | set(rel.end)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: tuple(r[k] for k in key)):
-        if rel.type in _KIND_COLUMNS:
-            start_kind, end_kind = _KIND_COLUMNS[rel.type]
-            labels = (_label_for_kind(row.get(start_kind)), _label_for_kind(row.get(end_kind)))
-        else:
-            labels = (start_labels[0], end_labels[0])
-        if rel.table in _NODE_BY_TABLE:
-            props = {"site": site, "run_id": run_id}
-        else:
-            props = {col: value for col, value in row.items() if col not in endpoint_cols}
-            props["site"] = site
-            props["run_id"] = run_id
-        groups.setdefault(labels, []).append(
-            {
-                "s": [row[c] for c in rel.start],
-                "e": [row[c] for c in rel.end],
-                "k": {k: row[k] for k in REL_KEYS.get(rel.type, ())},
-                "props": props,
-            }
-        )
+    if rel.table in _NODE_BY_TABLE:
+        props: list[str] = []
+    else:
+        skip = set(rel.start) | set(rel.end) | _SET_FROM_PARAMETERS
+        props = [col for col in arrow.column_names if col not in skip]
+    rows = list(zip(*_arrow_values(arrow, list(rel.start) + list(rel.end) + props)))
+    if rel.type not in _KIND_COLUMNS:
+        return {(start_labels[0], end_labels[0]): _RelRows(rel.start, rel.end, props, rows)}
+    start_kind, end_kind = _KIND_COLUMNS[rel.type]
+    labels = zip(
+        map(_label_for_kind, arrow.column(start_kind).to_pylist()),
+        map(_label_for_kind, arrow.column(end_kind).to_pylist()),
+    )
+    groups: dict[tuple[str, str], _RelRows] = {}
+    for pair, row in zip(labels, rows):
+        group = groups.get(pair)
+        if group is None:
+            group = groups[pair] = _RelRows(rel.start, rel.end, props)
+        group.rows.append(row)
     return groups
 
 
-def _merge_endpoint(var: str, label: str, values: str) -> str:
-    """Return MERGE text for one endpoint; a node no row of its table wrote in this run becomes a placeholder."""
+def _match_endpoint(var: str, label: str, offset: int) -> str:
+    """Return MATCH text for one endpoint whose key values start at ``row[offset]``.
+
+    The index hint makes the match seek the index of the label's uniqueness
+    constraint (site and key) whatever the statistics say. Without it, a plan
+    made while the label's nodes were still being written can scan the label
+    for every row until Neo4j replans; one such plan took 54 s for 10,039
+    HAS_INTERFACE rows that take under 1 s with the seek.
+    """
     decl = _NODE_BY_LABEL[label]
-    keys = ", ".join(f"{_quote(k)}: {values}[{i}]" for i, k in enumerate(decl.key))
-    return (
-        f"MERGE ({var}:{_quote(label)} {{site: $site, {keys}}}) "
-        f"FOREACH (_ IN CASE WHEN coalesce({var}.run_id, '') <> $run_id THEN [1] ELSE [] END | "
-        f"SET {var} = {{site: $site, {keys}, run_id: $run_id}}, {var}:{_quote(PLACEHOLDER_LABEL)}) "
-    )
+    keys = ", ".join(f"{_quote(k)}: row[{offset + i}]" for i, k in enumerate(decl.key))
+    properties = ", ".join(_quote(k) for k in ("site",) + decl.key)
+    return f"MATCH ({var}:{_quote(label)} {{site: $site, {keys}}}) USING INDEX {var}:{_quote(label)}({properties}) "
 
 
-def _rel_query(rel: schema.RelType, start_label: str, end_label: str) -> str:
-    rel_keys = "".join(f", {_quote(k)}: row.k.{_quote(k)}" for k in REL_KEYS.get(rel.type, ()))
-    return (
-        "UNWIND $rows AS row "
-        + _merge_endpoint("a", start_label, "row.s")
-        + "WITH row, a "
-        + _merge_endpoint("b", end_label, "row.e")
-        + f"MERGE (a)-[r:{_quote(rel.type)} {{site: $site{rel_keys}}}]->(b) SET r = row.props"
-    )
+def _rel_query(rel: schema.RelType, rows: _RelRows, start_label: str, end_label: str, *, create: bool = False) -> str:
+    """Return the UNWIND query that writes relationship rows (see :class:`_RelRows`) between nodes written before it.
+
+    Both endpoints exist when it runs, because the node rows and the
+    placeholder rows of :func:`_placeholder_rows` are written first.
+    ``create`` is for a type of which the site has no relationship yet. Rows
+    are unique by key (checked in Python), so CREATE writes what MERGE would.
+    """
+    offset = len(rows.start) + len(rows.end)
+    head = "UNWIND $rows AS row " + _match_endpoint("a", start_label, 0) + _match_endpoint("b", end_label, len(rows.start))
+    props = "{" + _row_map(rows.props, offset) + "}"
+    rel_type = _quote(rel.type)
+    if create:
+        return head + f"CREATE (a)-[r:{rel_type} {props}]->(b)"
+    rel_keys = "".join(f", {_quote(k)}: row[{offset + rows.props.index(k)}]" for k in REL_KEYS.get(rel.type, ()))
+    return head + f"MERGE (a)-[r:{rel_type} {{site: $site{rel_keys}}}]->(b) SET r = {props}"
 
 
 def _endpoint_return(var: str, labels: list[str], columns: tuple[str, ...]) -> str:
@@ -905,6 +1063,109 @@ def analyze_from_neo4j(config: Neo4jConfig | str, site: str | None = None, queri
     from twin.analysis import run_catalogue
 
     return run_catalogue(twin, site_config, names=names)
+
+
+# Shown in reports and the app in place of the imported-files table.
+NO_IMPORT_RECORDS_NOTE = (
+    "The Neo4j store keeps the resolved twin only, without per-file import records or observations. "
+    "Build the site into a workspace ('twin build SITE_DIR -w WORKSPACE') to see which files were imported "
+    "and which records were skipped."
+)
+
+
+def redact_uri(uri: str) -> str:
+    """Return ``uri`` without a user name or password in it, for display and cache keys.
+
+    >>> redact_uri("neo4j://alice:secret@db.example:7687/?policy=eu")
+    'neo4j://db.example:7687/?policy=eu'
+    >>> redact_uri("bolt://127.0.0.1:7687")
+    'bolt://127.0.0.1:7687'
+    """
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def neo4j_report_context(store: Neo4jStore, site: str | None = None, *, twin: Twin | None = None):
+    """Build the :class:`~twin.report.ReportContext` of a site's twin in Neo4j.
+
+    Counts come from the twin (loaded from ``store`` unless given) as
+    :meth:`twin.api.Workspace.report_context` computes them. Neo4j keeps no
+    per-file import records, so ``imports`` is empty and ``imports_note``
+    says why. ``workspace`` is the server URI without credentials.
+
+    Parameters
+    ----------
+    store : Neo4jStore
+        Open store to read from.
+    site : str, optional
+        Site name; the only site stored when None.
+    twin : Twin, optional
+        The site's twin, already loaded, to avoid reading it twice.
+
+    Raises
+    ------
+    SnapshotNotFound
+        When the site is not stored, or ``site`` is None and the database
+        contains no site or several.
+    """
+    from twin.report import ReportContext, TwinCounts, describe_queries
+
+    if twin is None:
+        twin = store.load_twin(site)
+    devices = twin.devices
+    counts = TwinCounts(
+        devices=len(devices),
+        segments=len(twin.segments),
+        communications=len(twin.communications),
+        services=len(twin.services),
+        by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
+        by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
+    )
+    descriptions, limitations = describe_queries()
+    return ReportContext(
+        site=twin.site,
+        run_id=twin.run_id,
+        built_at=twin.built_at,
+        workspace=redact_uri(store.config.uri),
+        counts=counts,
+        imports=[],
+        descriptions=descriptions,
+        limitations=limitations,
+        imports_note=NO_IMPORT_RECORDS_NOTE,
+    )
+
+
+def report_from_neo4j(config: Neo4jConfig | str, site: str | None = None, *, engine: str = "cypher"):
+    """Run the query catalogue on a site's twin in Neo4j and return ``(findings, report context)``.
+
+    ``engine="cypher"`` runs the Cypher forms on the server, as
+    :func:`analyze_from_neo4j` does; ``engine="python"`` runs the Python
+    forms on the loaded twin. Both give the same rows, though the Cypher
+    forms return them in their ``ORDER BY`` order. The twin is loaded in
+    both cases, because the report's counts come from it.
+
+    Raises
+    ------
+    StoreError
+        When the server cannot be reached.
+    SnapshotNotFound
+        When the site is not stored, or was written without its site.yaml.
+    """
+    if engine not in ("cypher", "python"):
+        raise ValueError(f"unknown engine {engine!r}; expected cypher or python")
+    with Neo4jStore(config) as store:
+        twin = store.load_twin(site)
+        site_config = store.load_site(twin.site)
+        context = neo4j_report_context(store, twin.site, twin=twin)
+        if engine == "cypher":
+            from twin.graph.cypher import run_catalogue_cypher
+
+            return run_catalogue_cypher(store, site_config, site=twin.site), context
+    from twin.analysis import run_catalogue
+
+    return run_catalogue(twin, site_config), context
 
 
 def export_snapshot(workspace: str | Path, config: Neo4jConfig | str, snapshot: str | None = None) -> WriteStats:
