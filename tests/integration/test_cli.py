@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,18 @@ def test_schedule_add_rejects_bad_cron(tmp_path):
     result = twin("schedule", "add", "--cron", "61 * * * *", "--site", str(SAMPLES / "violating"), "--unit-dir", str(tmp_path))
     assert result.exit_code == 2
     assert "minute" in result.output
+
+
+@pytest.mark.parametrize("module", ["simulate", "appcmd", "discover", "neo4jcmd"])
+def test_command_module_imported_first_still_registers(module):
+    # Importing a command module before twin.cli.main used to fail with a
+    # circular import; every group must still reach the app.
+    code = (
+        f"import twin.cli.{module}\n"
+        "from twin.cli.main import app\n"
+        "from typer.testing import CliRunner\n"
+        "out = CliRunner().invoke(app, ['--help']).output\n"
+        "assert all(name in out for name in ('simulate', 'app', 'discover', 'neo4j', 'export')), out\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

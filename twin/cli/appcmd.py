@@ -120,3 +120,10 @@ def register(app: typer.Typer) -> None:
         sys.stderr.flush()
         # Replace this process, so the app keeps this process id and a signal to it stops the app.
         os.execve(sys.executable, command, env)
+
+
+# Registers this module's commands when it was imported before twin.cli.main
+# finished (see register_module there).
+_main = sys.modules.get("twin.cli.main")
+if _main is not None and hasattr(_main, "register_module"):
+    _main.register_module(sys.modules[__name__])

@@ -25,6 +25,8 @@ runs.
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 from typing import Optional
 
@@ -229,3 +231,10 @@ def scan(
             highlight=False, markup=False,
         )
         raise typer.Exit(EXIT_ERROR)
+
+
+# Registers this module's commands when it was imported before twin.cli.main
+# finished (see register_module there).
+_main = sys.modules.get("twin.cli.main")
+if _main is not None and hasattr(_main, "register_module"):
+    _main.register_module(sys.modules[__name__])

@@ -570,8 +570,21 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 # Commands defined in their own modules; imported last because they use the
-# helpers above.
+# helpers above. A module imported on its own first (``import
+# twin.cli.neo4jcmd``) is still initialising when this runs, so each module
+# also registers itself at its end; registering twice is a no-op.
+_REGISTERED: set[str] = set()
+
+
+def register_module(module) -> None:
+    """Add a command module's commands to :data:`app` once."""
+    if module.__name__ in _REGISTERED or not hasattr(module, "register"):
+        return
+    module.register(app)
+    _REGISTERED.add(module.__name__)
+
+
 from twin.cli import appcmd, discover, neo4jcmd, simulate  # noqa: E402
 
 for _module in (simulate, appcmd, discover, neo4jcmd):
-    _module.register(app)
+    register_module(_module)

@@ -169,3 +169,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(neo4j_app, name="neo4j")
     app.add_typer(export_app, name="export")
     app.add_typer(import_app, name="import")
+
+
+# Registers this module's commands when it was imported before twin.cli.main
+# finished (see register_module there).
+_main = sys.modules.get("twin.cli.main")
+if _main is not None and hasattr(_main, "register_module"):
+    _main.register_module(sys.modules[__name__])

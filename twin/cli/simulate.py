@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 failed (invalid policy file, missing workspace),
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
 from typing import Optional
@@ -140,3 +142,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(EXIT_BROKEN)
             if fail_on_broken:
                 raise typer.Exit(EXIT_BROKEN)
+
+
+# Registers this module's commands when it was imported before twin.cli.main
+# finished (see register_module there).
+_main = sys.modules.get("twin.cli.main")
+if _main is not None and hasattr(_main, "register_module"):
+    _main.register_module(sys.modules[__name__])
