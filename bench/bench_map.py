@@ -67,7 +67,9 @@ def pyvis_default_html(view) -> str:
     from twin.app import mapview
 
     net = Network(directed=True, cdn_resources="in_line")
-    nodes = [mapview._vis_node(row) for row in view.nodes.itertuples(index=False)]
+    fonts = mapview.label_font_sizes(view.nodes)
+    nodes = [mapview._vis_node(row, fonts.get(row.level, mapview.FONT_SIZE.get(row.level, 12)))
+             for row in view.nodes.itertuples(index=False)]
     for node in nodes:
         del node["x"], node["y"]
     net.nodes = nodes

@@ -113,6 +113,20 @@ def test_report_neo4j_equals_workspace(hospital, neo4j_env, tmp_path):
     assert "The Neo4j store keeps the resolved twin only" in (tmp_path / "neo" / "report.md").read_text()
 
 
+def test_analyze_neo4j_prints_what_the_workspace_prints(hospital, neo4j_env):
+    # The same JSON envelope and findings, and --fail-on and csv work too.
+    runner = CliRunner()
+    from_workspace = runner.invoke(app, ["analyze", "-w", str(hospital.path), "-o", "json", "--fail-on", "high"])
+    from_neo4j = runner.invoke(app, ["analyze", "--store", "neo4j", "--site", SITE, "-o", "json", "--fail-on", "high"])
+    assert from_neo4j.exit_code == from_workspace.exit_code == 3
+    expected, actual = json.loads(from_workspace.stdout), json.loads(from_neo4j.stdout)
+    assert set(actual) == set(expected)
+    assert findings_rows(actual) == findings_rows(expected)
+    csv_rows = runner.invoke(app, ["analyze", "--store", "neo4j", "--site", SITE, "-q", "flat_segments", "-o", "csv"])
+    assert csv_rows.exit_code == 0, csv_rows.output
+    assert len(csv_rows.stdout.strip().splitlines()) == 1 + len(expected["findings"]["flat_segments"])
+
+
 def test_report_neo4j_gate_matches_workspace(hospital, neo4j_env, tmp_path):
     runner = CliRunner()
     args = ["--format", "json", "--quiet", "--fail-on", "high"]

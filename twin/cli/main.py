@@ -167,13 +167,17 @@ def _relative(path: str, base: Path) -> str:
         return path
 
 
-def _findings(ws: Workspace, snapshot: Optional[str], queries: Optional[list[str]]):
+def _findings_check(queries: Optional[list[str]]) -> None:
     from twin.analysis import CATALOGUE
 
     if queries:
         unknown = [q for q in queries if q not in CATALOGUE]
         if unknown:
             raise typer.BadParameter(f"unknown query {', '.join(unknown)}; known: {', '.join(CATALOGUE)}", param_hint="--query")
+
+
+def _findings(ws: Workspace, snapshot: Optional[str], queries: Optional[list[str]]):
+    _findings_check(queries)
     return ws.findings(snapshot, names=queries or None)
 
 
@@ -200,23 +204,24 @@ def analyze(
     from twin.report import exit_code_for, render_terminal
     from twin.report.document import render_json
 
-    if _use_neo4j(store):
-        if output == "csv" or fail_on is not None or snapshot is not None:
-            raise typer.BadParameter("with --store neo4j, use --output table or json, without --fail-on or --snapshot", param_hint="--store")
-        from twin.cli import neo4jcmd
-
-        neo4jcmd.analyze(site=site, query=query, output=output, top=top, python=False)
-        return
-
     fail_on = _check_fail_on(fail_on)
     if output not in ("table", "json", "csv"):
         raise typer.BadParameter(f"invalid output {output!r}; expected table, json or csv", param_hint="--output")
     if output == "csv" and (not query or len(query) != 1):
         raise typer.BadParameter("csv output needs exactly one --query", param_hint="--output")
-    ws = _workspace(workspace)
+    if _use_neo4j(store) and snapshot is not None:
+        raise typer.BadParameter("the Neo4j store keeps one twin per site, so --snapshot does not apply; use --site", param_hint="--snapshot")
     try:
-        findings = _findings(ws, snapshot, query)
-        context = ws.report_context(snapshot)
+        if _use_neo4j(store):
+            from twin.graph.neo4j import Neo4jConfig, report_from_neo4j
+
+            _findings_check(query)
+            findings, context = report_from_neo4j(Neo4jConfig.from_env(prompt=True), site)
+            if query:
+                findings = {name: findings[name] for name in query}
+        else:
+            findings = _findings(_workspace(workspace), snapshot, query)
+            context = _workspace(workspace).report_context(snapshot)
     except TwinError as exc:
         _fail(exc)
     if output == "table":
@@ -565,9 +570,6 @@ def schedule_run(
     raise typer.Exit(result.exit_code)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
 
 # Commands defined in their own modules; imported last because they use the
 # helpers above. A module imported on its own first (``import
@@ -588,3 +590,7 @@ from twin.cli import appcmd, discover, neo4jcmd, simulate  # noqa: E402
 
 for _module in (simulate, appcmd, discover, neo4jcmd):
     register_module(_module)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

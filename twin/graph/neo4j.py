@@ -82,6 +82,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# URI schemes the official driver speaks over Bolt.
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 # Rows per write transaction (one UNWIND batch), default 5,000. Neo4j 5.26
 # bounds a transaction's memory by dbms.memory.transaction.total.max, 70 % of
 # the heap by default. PROFILE (GlobalMemory) of one batch of 5,000
@@ -357,6 +359,12 @@ class Neo4jStore:
         self.config = config
         self.batch_rows = batch_rows
         self.stale_chunk_rows = stale_chunk_rows
+        scheme = config.uri.split("://", 1)[0].lower() if "://" in config.uri else ""
+        if scheme not in URI_SCHEMES:
+            raise StoreError(
+                f"NEO4J_URI {redact_uri(config.uri)!r} does not start with a Bolt scheme; "
+                f"use one of {', '.join(s + '://' for s in URI_SCHEMES)}, for example bolt://127.0.0.1:7687"
+            )
         auth = (config.user, config.password or "") if config.user else None
         try:
             self.driver = neo4j.GraphDatabase.driver(
@@ -364,6 +372,11 @@ class Neo4jStore:
                 auth=auth,
                 connection_timeout=CONNECT_TIMEOUT_S,
                 max_transaction_retry_time=RETRY_TIME_S,
+                # Query notifications (such as "null value eliminated in set
+                # function" from the catalogue's aggregations) are not problems
+                # of the user's data; without this the driver logs each with
+                # the whole query text.
+                notifications_min_severity="OFF",
             )
             self.driver.verify_connectivity()
         except AuthError as exc:
