@@ -153,15 +153,7 @@ class Workspace:
         twin = self.twin(snapshot)
         with self.store() as store:
             files = store.import_files(twin.run_id)
-        devices = twin.devices
-        counts = TwinCounts(
-            devices=len(devices),
-            segments=len(twin.segments),
-            communications=len(twin.communications),
-            services=len(twin.services),
-            by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
-            by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
-        )
+        counts = TwinCounts.of(twin)
         imports = [
             ImportSummary(
                 path=f["path"],

@@ -198,7 +198,7 @@ def analyze(
     top: int = typer.Option(20, "--top", min=1, help="Rows shown per query in table output."),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 3 when findings at or above this severity exist (critical, high, medium, low, info)."),
     store: str = typer.Option("embedded", "--store", help="embedded (the workspace file) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD; the Cypher forms run on the server)."),
-    site: Optional[str] = typer.Option(None, "--site", help="With --store neo4j: the site name, when the database holds several."),
+    site: Optional[str] = typer.Option(None, "--site", help="With --store neo4j: the site name, when the database contains several."),
 ) -> None:
     """Run the query catalogue on a snapshot and print the findings."""
     from twin.report import exit_code_for, render_terminal
@@ -574,7 +574,7 @@ def schedule_run(
 # Commands defined in their own modules; imported last because they use the
 # helpers above. A module imported on its own first (``import
 # twin.cli.neo4jcmd``) is still initialising when this runs, so each module
-# also registers itself at its end; registering twice is a no-op.
+# also registers itself at its end. Registering twice does nothing.
 _REGISTERED: set[str] = set()
 
 

@@ -360,7 +360,7 @@ class ScopeGuard:
         for net, address in broadcasts:
             rules.append(_Rule("broadcast", f"it is the broadcast address of {net}", _Ranges.of([address])))
         # The network address of a scope or segment names the subnet, not a
-        # host; a probe to it is answered, if at all, by routers as a broadcast.
+        # host; routers may treat a probe to it as a broadcast.
         for kind, texts in (("scope", discovery.scopes), ("segment prefix", subnets)):
             for text in texts:
                 net = _unmap_network(ipaddress.ip_network(text, strict=False))

@@ -372,10 +372,10 @@ class Neo4jStore:
                 auth=auth,
                 connection_timeout=CONNECT_TIMEOUT_S,
                 max_transaction_retry_time=RETRY_TIME_S,
-                # Query notifications (such as "null value eliminated in set
-                # function" from the catalogue's aggregations) are not problems
-                # of the user's data; without this the driver logs each with
-                # the whole query text.
+                # Query notifications, such as "null value eliminated in set
+                # function" from the catalogue's aggregations, are not problems
+                # in the user's data. Without this the driver logs each one
+                # with the whole query text.
                 notifications_min_severity="OFF",
             )
             self.driver.verify_connectivity()
@@ -1127,15 +1127,7 @@ def neo4j_report_context(store: Neo4jStore, site: str | None = None, *, twin: Tw
 
     if twin is None:
         twin = store.load_twin(site)
-    devices = twin.devices
-    counts = TwinCounts(
-        devices=len(devices),
-        segments=len(twin.segments),
-        communications=len(twin.communications),
-        services=len(twin.services),
-        by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
-        by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
-    )
+    counts = TwinCounts.of(twin)
     descriptions, limitations = describe_queries()
     return ReportContext(
         site=twin.site,

@@ -381,7 +381,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 @dataclass
 class SimulationResult:
-    """What changes when the proposed policy replaces the current one; see :func:`simulate`."""
+    """The changes a proposed policy makes against the current one; see :func:`simulate`."""
 
     current: Policy
     proposed: Policy
@@ -958,7 +958,11 @@ def _attack_paths(twin: Twin, site: SiteConfig, engines, flows: pd.DataFrame, mo
             elif cur is None:
                 change = "opened"
             else:
-                change = "longer" if new[0] > cur[0] else "shorter" if new[0] < cur[0] else "unchanged"
+                change = "unchanged"
+                if new[0] > cur[0]:
+                    change = "longer"
+                elif new[0] < cur[0]:
+                    change = "shorter"
             rows.append({
                 "mode": mode, "entry": entry, "entry_label": labels.get(entry, entry), "target": target,
                 "target_label": labels.get(target, target),

@@ -176,6 +176,19 @@ class TwinCounts:
     by_device_class: dict[str, int] = field(default_factory=dict)
     by_segment: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, twin) -> "TwinCounts":
+        """Count the devices, segments, communications and services of a twin."""
+        devices = twin.devices
+        return cls(
+            devices=len(devices),
+            segments=len(twin.segments),
+            communications=len(twin.communications),
+            services=len(twin.services),
+            by_device_class=devices["device_class"].value_counts().to_dict() if len(devices) else {},
+            by_segment=devices["segment_id"].fillna("(none)").value_counts().to_dict() if len(devices) else {},
+        )
+
 
 @dataclass
 class ReportContext:

@@ -22,7 +22,7 @@ ATTACK_MODES = {"both": "Observed and permitted", "observed": "Observed", "permi
 
 STATE_EXPAND = "map-expand"
 
-# What the colours mean, shown above the legend.
+# Meaning of the colours, shown above the legend.
 COLOUR_NOTES = {
     "segment": "Colour: one colour per segment (up to 36 distinct colours, in building order); light grey: devices in no segment.",
     "class": (
