@@ -3,7 +3,8 @@
 ``build`` finds the discovery files of a site, imports each one, resolves
 the observations into a twin and writes everything to the store in one
 transaction. A file that cannot be read is reported and skipped; the build
-goes on with the others.
+goes on with the others. Results of a live collector (``extra_results``,
+such as a live SNMP crawl) join the file imports in the same snapshot.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twin.discovery import detect_format, import_path
 from twin.exceptions import ConfigError, InputFormatError, TwinError
@@ -26,6 +27,7 @@ from twin.graph.embedded import EmbeddedStore
 from twin.model.observation import ImportResult
 from twin.model.site import SiteConfig, load_site
 from twin.resolve import resolve
+from twin.resolve.stale import absent_devices, absent_walks, carry_forward, mark_stale, previous_live_observations, stale_devices
 
 __all__ = ["BuildResult", "build", "find_discovery_files", "new_run_id", "SKIPPED_NAMES"]
 
@@ -160,12 +162,60 @@ def _import_all(files, options, on_file) -> list[ImportResult | str]:
     return outcomes
 
 
+def _live_summary(result: ImportResult) -> FileSummary:
+    """Return the import summary row of a live collector's result."""
+    summary = FileSummary(path=result.path, format=f"{result.source}-live")
+    summary.records_read = result.records_read
+    summary.records_skipped = result.records_skipped
+    summary.counts = dict(result.counts)
+    summary.issues = [str(issue) for issue in result.issues[:MAX_ISSUES_PER_FILE]]
+    if len(result.issues) > MAX_ISSUES_PER_FILE:
+        summary.issues.append(f"... and {len(result.issues) - MAX_ISSUES_PER_FILE} more issues in {result.path}")
+    return summary
+
+
+def _keep_stale_devices(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage):
+    """Carry forward the previous live observations of devices this crawl did not find, and mark them stale.
+
+    ``observations`` is extended in place with the carried observations, so
+    the store keeps them in this run as well. Resolves a second time only
+    when something is carried.
+    """
+    with EmbeddedStore(workspace) as store:
+        previous = previous_live_observations(store, site.site.name)
+    walks = absent_walks(previous, observations) if previous else set()
+    devices = absent_devices(previous, resolution.twin) if previous else set()
+    carried = carry_forward(previous, walks, devices)
+    if carried:
+        fresh_count = len(observations)
+        observations.extend(carried)
+        resolution = resolve(
+            observations,
+            [(source, frame) for source, frame, _ in flow_frames],
+            site,
+            run_id=run_id,
+            built_at=started,
+            progress=on_stage,
+        )
+        stale = stale_devices(observations, resolution.observation_devices, fresh_count)
+    else:
+        stale = set()
+    mark_stale(resolution.twin, stale)
+    resolution.stats["stale_devices"] = len(stale)
+    resolution.stats["carried_observations"] = len(carried)
+    log.info("run %s: %d devices absent from the live crawl kept as stale (%d observations carried forward)", run_id, len(stale), len(carried))
+    return resolution
+
+
 def build(
     site_dir: str | Path,
     workspace: str | Path,
     *,
     on_file: Callable[[Path, int, int], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    extra_results: Sequence[ImportResult] = (),
+    live_crawl: bool = False,
+    exclude_dirs: Sequence[str | Path] = (),
 ) -> BuildResult:
     """Import every discovery file of a site, resolve, and commit a snapshot.
 
@@ -179,6 +229,17 @@ def build(
         Progress callback ``(path, index, total)`` before each file.
     on_stage : callable, optional
         Progress callback with the stage name.
+    extra_results : sequence of ImportResult
+        Results of live collectors, added after the files; each is listed
+        in the import summary under its origin (``snmp://HOST:PORT``).
+    live_crawl : bool
+        True when ``extra_results`` hold a complete live SNMP crawl. Devices
+        that the site's previous snapshot knew from live SNMP observations
+        and this crawl did not find are kept with their previous
+        observations and marked ``stale`` (see :mod:`twin.resolve.stale`).
+    exclude_dirs : sequence of path
+        Folders under ``site_dir`` not read as discovery files, such as
+        the recordings of the crawl in ``extra_results``.
 
     Raises
     ------
@@ -198,7 +259,8 @@ def build(
     log.info("run %s: build of site %r from %s started", run_id, site.site.name, site_dir)
 
     report_dir = Path(site.reports.output_dir)
-    files = find_discovery_files(site_dir, exclude=(report_dir if report_dir.is_absolute() else site_dir / report_dir,))
+    excluded = (report_dir if report_dir.is_absolute() else site_dir / report_dir, *map(Path, exclude_dirs))
+    files = find_discovery_files(site_dir, exclude=excluded)
     observations = []
     flow_frames = []
     summaries: list[FileSummary] = []
@@ -226,6 +288,11 @@ def build(
         observations.extend(result.observations)
         if result.flows is not None and len(result.flows):
             flow_frames.append((result.source, result.flows, rel))
+    for result in extra_results:
+        summaries.append(_live_summary(result))
+        observations.extend(result.observations)
+        if result.flows is not None and len(result.flows):
+            flow_frames.append((result.source, result.flows, result.path))
     timings["import"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -237,6 +304,8 @@ def build(
         built_at=started,
         progress=on_stage,
     )
+    if live_crawl:
+        resolution = _keep_stale_devices(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage)
     timings["resolve"] = time.perf_counter() - t
 
     if on_stage:

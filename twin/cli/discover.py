@@ -1,4 +1,4 @@
-"""``twin discover``: active discovery commands (``twin discover scan`` runs nmap).
+"""``twin discover``: active discovery commands (``twin discover scan`` runs nmap, ``twin discover snmp`` crawls SNMP).
 
 ``twin discover scan`` plans a scan from the site configuration and the
 device classes recorded in the latest twin, prints the plan with ``--dry-run`` (sending
@@ -35,9 +35,11 @@ import typer
 from twin.cli.main import EXIT_ERROR, WorkspaceOption, _fail, _workspace, err, out
 from twin.exceptions import TwinError
 
-__all__ = ["discover_app", "register", "scan"]
+__all__ = ["discover_app", "register", "scan", "snmp"]
 
-discover_app = typer.Typer(help="Active discovery: scan the site's scope within its probe budgets.", no_args_is_help=True)
+discover_app = typer.Typer(
+    help="Active discovery: scan the site's scope within its probe budgets, or crawl it over SNMP.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -231,6 +233,151 @@ def scan(
             highlight=False, markup=False,
         )
         raise typer.Exit(EXIT_ERROR)
+
+
+# Exit code of ``twin discover snmp`` for usage and configuration errors.
+EXIT_USAGE = 2
+# Issue lines printed per crawl before the rest are counted (default 20).
+MAX_ISSUES_LISTED = 20
+
+
+@discover_app.command("snmp")
+def snmp(
+    site_dir: Path = typer.Option(..., "--site", exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml."),
+    seed: Optional[list[str]] = typer.Option(
+        None, "--seed", help="Seed device: ADDRESS, HOST or ADDRESS:PORT (repeatable). Default: discovery.snmp.seeds."
+    ),
+    depth: Optional[int] = typer.Option(None, "--depth", min=0, max=16, help="Hops from the seeds; 0 walks the seeds only. Default: discovery.snmp.depth."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, max=256, help="Devices walked at once. Default: discovery.snmp.concurrency."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, max=60.0, help="Seconds to wait for each SNMP response. Default: discovery.snmp.timeout_s."),
+    retries: Optional[int] = typer.Option(None, "--retries", min=0, max=10, help="Retransmissions of an unanswered request. Default: discovery.snmp.retries."),
+    record: Optional[Path] = typer.Option(None, "--record", file_okay=False, help="Folder for one .snmprec recording per device that responded."),
+    workspace: Optional[Path] = WorkspaceOption,
+    no_build: bool = typer.Option(False, "--no-build", help="Crawl (and record) only; do not build a snapshot."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the seeds, the scope decisions and the settings, and send nothing."),
+    allow_public: bool = typer.Option(False, "--allow-public", help="Allow public addresses; the site must also set discovery.allow_public."),
+) -> None:
+    """Walk the seed devices over SNMP, then their LLDP and CDP neighbours, within the site's scope.
+
+    By default the live results and the site's discovery files are built
+    into one snapshot. Devices that an earlier crawl found and this one did
+    not are kept and marked stale.
+
+    Exit status: 0 every walked device answered; 1 a device did not answer,
+    a walk had issues or a seed was rejected; 2 usage or configuration error.
+    """
+    from twin.discovery.crawl import plan_seeds, run_crawl, site_credentials, walk_settings
+    from twin.discovery.scope import guard_for
+    from twin.model.site import load_site
+
+    try:
+        site = load_site(site_dir)
+        guard = guard_for(site, allow_public=allow_public)
+        decisions = plan_seeds(site, seed, guard=guard)
+    except TwinError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(EXIT_USAGE)
+    config = site.discovery.snmp
+    if not decisions:
+        _print_error(
+            "no seeds; list them under discovery.snmp.seeds in site.yaml or pass --seed ADDRESS[:PORT]"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    settings = walk_settings(config, timeout_s=timeout, retries=retries)
+
+    if dry_run:
+        _print_snmp_plan(site, decisions, settings, depth, concurrency)
+        raise typer.Exit(0 if all(d.allowed for d in decisions) else EXIT_ERROR)
+
+    try:
+        credentials = site_credentials(site)
+        result = run_crawl(
+            site, seeds=seed, depth=depth, settings=settings, credentials=credentials,
+            record_dir=record, concurrency=concurrency, allow_public=allow_public, guard=guard,
+        )
+    except TwinError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(EXIT_USAGE)
+
+    _print_crawl(result)
+    if record is not None:
+        out.print(f"recorded {_count(len(result.recorded), 'walk')} in {record}", highlight=False, markup=False)
+
+    if not no_build:
+        ws = _workspace(workspace)
+        inside = record is not None and site_dir.resolve() in (record.resolve(), *record.resolve().parents)
+        if inside:
+            err.print(
+                f"note: {record} is inside the site folder, so later 'twin build' runs import these recordings as files",
+                highlight=False, markup=False,
+            )
+        try:
+            from twin.pipeline import build
+
+            built = build(
+                site_dir, ws.path, extra_results=result.results, live_crawl=True,
+                exclude_dirs=[record] if inside else [],
+            )
+        except TwinError as exc:
+            _fail(exc)
+        stats = built.stats
+        out.print(
+            f"snapshot {built.run_id}: {stats.get('devices', 0)} devices ({stats.get('stale_devices', 0)} stale), "
+            f"{stats.get('links', 0)} links -> {built.workspace}",
+            highlight=False, markup=False,
+        )
+
+    rejected_seeds = [d for d in decisions if not d.allowed]
+    if result.unanswered or result.issues or result.warnings or rejected_seeds:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_snmp_plan(site, decisions, settings, depth, concurrency) -> None:
+    """Print what a crawl would do, from the configuration alone."""
+    config = site.discovery.snmp
+    out.print(f"SNMP crawl plan for site {site.site.name} (dry run: nothing is sent)", highlight=False, markup=False)
+    out.print(
+        f"depth {config.depth if depth is None else depth}, concurrency {config.concurrency if concurrency is None else concurrency}, "
+        f"timeout {settings.timeout_s:g} s, retries {settings.retries}, max-repetitions {settings.max_repetitions}, "
+        f"device time cap {settings.device_time_cap_s:g} s",
+        highlight=False, markup=False,
+    )
+    out.print(f"neighbours walked when they advertise: {', '.join(config.crawl_capabilities) or '(none)'}", highlight=False, markup=False)
+    profiles = site.credentials.get("snmp") or []
+    if profiles:
+        names = [f"v{p['version']}" + (f" {p['user']}" if p.get("user") else "") for p in profiles]
+        out.print(f"credentials tried in order: {', '.join(names)}", highlight=False, markup=False)
+    else:
+        err.print("warning: credentials.snmp is missing, so a real crawl fails", highlight=False, markup=False)
+    for decision in decisions:
+        if decision.allowed:
+            out.print(f"seed {decision.seed}: walk {decision.address}:{decision.port}", highlight=False, markup=False)
+        else:
+            out.print(f"seed {decision.seed}: rejected: {decision.reason}", highlight=False, markup=False)
+    out.print("neighbours are checked against the same scope when the crawl finds them", highlight=False, markup=False)
+
+
+def _print_crawl(result) -> None:
+    for walk in result.walks:
+        if walk.answered:
+            state = f"answered ({walk.credentials}), {_count(len(walk.varbinds), 'varbind')}"
+        else:
+            state = "NO ANSWER"
+        issues = f", {_count(len(walk.issues), 'issue')}" if walk.issues else ""
+        out.print(f"{walk.target}: {state}{issues} in {walk.finished_at - walk.started_at:.1f} s", highlight=False, markup=False)
+    for target, reason in result.skipped:
+        err.print(f"skipped: {target}: {reason}", highlight=False, markup=False)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+    for issue in result.issues[:MAX_ISSUES_LISTED]:
+        err.print(f"issue ({issue.kind}): {issue.message}", highlight=False, markup=False)
+    if len(result.issues) > MAX_ISSUES_LISTED:
+        err.print(f"... and {len(result.issues) - MAX_ISSUES_LISTED} more issues (in the log)", highlight=False, markup=False)
+    out.print(
+        f"crawl {result.run_id}: {_count(len(result.walks), 'device')} walked, {len(result.results)} answered, "
+        f"{len(result.skipped)} skipped",
+        highlight=False, markup=False,
+    )
 
 
 # Registers this module's commands when it was imported before twin.cli.main

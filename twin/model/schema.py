@@ -113,6 +113,7 @@ DEVICE = NodeLabel(
         Property("sys_descr", "str", "SNMP sysDescr, escaped."),
         Property("attached_to", "str", "device_id of the switch the device is attached to, from FDB or LLDP."),
         Property("attached_port", "str", "Normalised switch port name the device is attached to."),
+        Property("stale", "bool", "True when an earlier live SNMP crawl found the device and the latest crawl did not; its last observations are kept."),
     ),
 )
 

@@ -46,6 +46,12 @@ __all__ = [
     "load_site",
     "parse_site",
     "Discovery",
+    "FlowSettings",
+    "SnmpDiscovery",
+    "SnmpProfile",
+    "Credentials",
+    "CRAWL_CAPABILITIES",
+    "parse_seed",
     "DoNotProbe",
     "MaintenanceWindow",
     "ProbeBudget",
@@ -677,6 +683,102 @@ class ProbeBudget(_Strict):
         return self
 
 
+# LLDP system capability names (LLDP-MIB LldpSystemCapabilitiesMap, as
+# twin.discovery.mib decodes them) that crawl_capabilities may list, and the
+# spellings accepted for them.
+CRAWL_CAPABILITIES = ("other", "repeater", "bridge", "wlan", "router", "telephone", "docsis", "station")
+_CAPABILITY_ALIASES = {"wlan-access-point": "wlan", "wlan_access_point": "wlan", "switch": "bridge", "station-only": "station"}
+
+# Upper bounds of the SNMP crawl settings; like the budget limits they catch
+# typos, they are not recommendations.
+MAX_CRAWL_DEPTH = 16
+MAX_CRAWL_CONCURRENCY = 256
+MAX_SNMP_TIMEOUT_S = 60.0
+MAX_REPETITIONS_LIMIT = 1000
+
+
+def parse_seed(text: str, default_port: int = 161) -> tuple[str, int]:
+    """Split a crawl seed into (host, port).
+
+    Accepts ``10.0.0.1``, ``10.0.0.1:1161``, ``switch1.example.org``,
+    ``switch1:1161``, ``2001:db8::1`` and ``[2001:db8::1]:1161``.
+
+    >>> parse_seed("127.0.0.1:1161")
+    ('127.0.0.1', 1161)
+    >>> parse_seed("[2001:db8::1]:1161")
+    ('2001:db8::1', 1161)
+    """
+    text = str(text).strip()
+    example = "an address, a host name, ADDRESS:PORT or [IPv6]:PORT such as 10.0.0.1:161"
+    if not text:
+        raise ValueError(f"empty seed; expected {example}")
+    host, port_text = text, None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid seed {text!r}; expected {example}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if port_text is None:
+        port = default_port
+    else:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"invalid port in seed {text!r}; expected 1-65535")
+        port = int(port_text)
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", host) or host.startswith(("-", ".")):
+            raise ValueError(f"invalid seed {text!r}; expected {example}") from None
+    return host, port
+
+
+class SnmpDiscovery(_Strict):
+    """Live SNMP crawl: seeds, depth and walk settings (``discovery.snmp``)."""
+
+    seeds: list[str] = Field(default_factory=list, description="Addresses, host names or ADDRESS:PORT walked first.")
+    port: int = Field(default=161, ge=1, le=65535, description="UDP port of seeds without a port and of every neighbour.")
+    depth: int = Field(default=2, ge=0, le=MAX_CRAWL_DEPTH, description="Hops from the seeds; 0 walks the seeds only.")
+    concurrency: int = Field(default=16, ge=1, le=MAX_CRAWL_CONCURRENCY, description="Devices walked at once.")
+    timeout_s: float = Field(default=2.0, gt=0, le=MAX_SNMP_TIMEOUT_S, description="Seconds to wait for each SNMP response.")
+    retries: int = Field(default=1, ge=0, le=MAX_RETRIES, description="Retransmissions of an unanswered request.")
+    max_repetitions: int = Field(default=25, ge=1, le=MAX_REPETITIONS_LIMIT, description="Start value of GETBULK max-repetitions.")
+    device_time_cap_s: float = Field(default=300.0, gt=0, le=MAX_HOST_TIMEOUT_S, description="Seconds one device walk may take in total.")
+    crawl_capabilities: list[str] = Field(
+        default_factory=lambda: ["bridge", "router", "wlan"],
+        description="LLDP/CDP capabilities a neighbour must advertise to be walked; others are placed from tables only.",
+    )
+
+    @field_validator("seeds", "crawl_capabilities", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [str(v) for v in _as_list(value)]
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_seed(text)
+        return value
+
+    @field_validator("crawl_capabilities")
+    @classmethod
+    def _check_capabilities(cls, value: list[str]) -> list[str]:
+        names = []
+        for text in value:
+            name = _CAPABILITY_ALIASES.get(text.strip().lower(), text.strip().lower())
+            if name not in CRAWL_CAPABILITIES:
+                raise ValueError(f"unknown LLDP capability {text!r}; valid: {', '.join(CRAWL_CAPABILITIES)}")
+            if name not in names:
+                names.append(name)
+        return names
+
+    def seed_targets(self) -> list[tuple[str, int]]:
+        """Return the seeds as (host, port), with ``port`` for seeds that name none."""
+        return [parse_seed(text, self.port) for text in self.seeds]
+
+
 class Discovery(_Strict):
     """Active discovery: scope, do-not-probe list, maintenance windows and probe budgets.
 
@@ -689,6 +791,7 @@ class Discovery(_Strict):
     do_not_probe: DoNotProbe = Field(default_factory=DoNotProbe)
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     budgets: dict[str, ProbeBudget] = Field(default_factory=dict)
+    snmp: SnmpDiscovery = Field(default_factory=SnmpDiscovery)
 
     @field_validator("scopes", "exclude", mode="before")
     @classmethod
@@ -706,6 +809,127 @@ class Discovery(_Strict):
         return dict(zip(_check_classes(list(value)), value.values()))
 
 
+# Keys of an SNMP credential profile that would hold a secret in the file;
+# each has an ``_env`` counterpart naming the environment variable instead.
+_SECRET_KEYS = {
+    "community": "community_env",
+    "auth_key": "auth_key_env",
+    "auth_password": "auth_key_env",
+    "password": "auth_key_env",
+    "priv_key": "priv_key_env",
+    "priv_password": "priv_key_env",
+}
+SNMP_AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
+SNMP_PRIV_PROTOCOLS = ("des", "aes128", "aes192", "aes256")
+_PROTOCOL_ALIASES = {"aes": "aes128", "sha1": "sha"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SnmpProfile(_Strict):
+    """One SNMP credential profile; secrets are named environment variables, never values."""
+
+    version: str
+    community_env: str | None = None
+    user: str | None = None
+    user_env: str | None = None
+    auth_protocol: str | None = None
+    auth_key_env: str | None = None
+    priv_protocol: str | None = None
+    priv_key_env: str | None = None
+    context: str = ""
+    name: str | None = Field(default=None, description="Label in logs and recordings; default v2c or v3 USER.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, env_key in _SECRET_KEYS.items():
+                if key in data:
+                    raise ValueError(
+                        f"{key} contains a secret, and secrets may not be written in site.yaml; "
+                        f"remove it and set {env_key} to the name of an environment variable that holds it"
+                    )
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _check_version(cls, value: Any) -> str:
+        text = str(value).strip().lower().removeprefix("v")
+        if text not in ("1", "2c", "3"):
+            raise ValueError(f"invalid SNMP version {value!r}; expected 1, 2c or 3")
+        return text
+
+    @field_validator("community_env", "user_env", "auth_key_env", "priv_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"invalid environment variable name {value!r}; expected letters, digits and underscores")
+        return value
+
+    @field_validator("auth_protocol", "priv_protocol", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().lower().replace("-", "")
+        return _PROTOCOL_ALIASES.get(text, text)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SnmpProfile":
+        if self.version in ("1", "2c"):
+            if not self.community_env:
+                raise ValueError(f"SNMP v{self.version} needs community_env, the environment variable that contains the community")
+            extra = [key for key in ("user", "user_env", "auth_protocol", "auth_key_env", "priv_protocol", "priv_key_env") if getattr(self, key)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} to SNMP v3 only; remove or set version: 3")
+            return self
+        if self.community_env:
+            raise ValueError("community_env applies to SNMP v1 and v2c only; remove it or set version: 2c")
+        if bool(self.user) == bool(self.user_env):
+            raise ValueError("SNMP v3 needs exactly one of user (the user name) or user_env")
+        if self.auth_protocol is not None and self.auth_protocol not in SNMP_AUTH_PROTOCOLS:
+            raise ValueError(f"unknown auth_protocol {self.auth_protocol!r}; valid: {', '.join(SNMP_AUTH_PROTOCOLS)}")
+        if self.priv_protocol is not None and self.priv_protocol not in SNMP_PRIV_PROTOCOLS:
+            raise ValueError(f"unknown priv_protocol {self.priv_protocol!r}; valid: {', '.join(SNMP_PRIV_PROTOCOLS)}")
+        if bool(self.auth_protocol) != bool(self.auth_key_env):
+            raise ValueError("auth_protocol and auth_key_env go together; set both for authNoPriv or authPriv, or neither")
+        if bool(self.priv_protocol) != bool(self.priv_key_env):
+            raise ValueError("priv_protocol and priv_key_env go together; set both for authPriv, or neither")
+        if self.priv_protocol and not self.auth_protocol:
+            raise ValueError("privacy needs authentication; set auth_protocol and auth_key_env as well")
+        return self
+
+
+class Credentials(BaseModel):
+    """Credential references. ``snmp`` is one profile or a list tried in order; other keys are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    snmp: list[SnmpProfile] = Field(default_factory=list)
+
+    @field_validator("snmp", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, dict) else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return one credential entry as plain data (``snmp`` as a list of dicts), like ``dict.get``."""
+        if key == "snmp":
+            return [profile.model_dump(exclude_none=True, exclude_defaults=True) | {"version": profile.version} for profile in self.snmp] or default
+        return (self.model_extra or {}).get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+
 class Inventory(_Strict):
     """Column mapping for a CMMS asset-inventory export: field name to CSV header."""
 
@@ -717,6 +941,23 @@ class Classification(_Strict):
 
     hostname_patterns: dict[str, list[str]] = Field(default_factory=dict)
     model_patterns: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class FlowSettings(_Strict):
+    """Flow files of the site (``flows``): UDP ports on which captures carry flow exports."""
+
+    export_ports: list[int] = Field(
+        default_factory=lambda: [2055, 4739, 6343, 9995, 9996],
+        description="UDP ports whose datagrams in pcap files are decoded as NetFlow, IPFIX or sFlow exports.",
+    )
+
+    @field_validator("export_ports")
+    @classmethod
+    def _check_ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"invalid port {port}; expected UDP ports from 1 to 65535")
+        return sorted(set(value))
 
 
 class Resolution(_Strict):
@@ -808,7 +1049,7 @@ class SiteConfig(_Strict):
 
     site: SiteInfo
     discovery: Discovery = Field(default_factory=Discovery)
-    credentials: dict[str, Any] = Field(default_factory=dict)
+    credentials: Credentials = Field(default_factory=Credentials)
     segments: list[Segment] = Field(default_factory=list)
     criticality: Criticality = Field(default_factory=Criticality)
     classification: Classification = Field(default_factory=Classification)
@@ -818,6 +1059,7 @@ class SiteConfig(_Strict):
     inventory: Inventory = Field(default_factory=Inventory)
     resolution: Resolution = Field(default_factory=Resolution)
     reports: Reports = Field(default_factory=Reports)
+    flows: FlowSettings = Field(default_factory=FlowSettings)
     path: str | None = Field(default=None, exclude=True)
 
     def segment(self, segment_id: str) -> Segment:

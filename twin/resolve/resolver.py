@@ -381,6 +381,7 @@ def _build_devices(observations, clusters, groups, site: SiteConfig, listening: 
                 "sys_descr": values.get("sys_descr"),
                 "attached_to": None,
                 "attached_port": None,
+                "stale": False,
                 "first_seen": t0,
                 "last_seen": t1,
                 "sources": sorted(sources),

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import logging
 import shutil
 import time
@@ -132,8 +134,27 @@ def site_config(plan: SitePlan, policy: dict) -> dict:
             "timezone": "UTC",
             "description": f"Fictional {plan.scenario} site made by the iomt-twin sample generator (seed {plan.seed}).",
         },
-        "discovery": {"scopes": ["10.16.0.0/12"], "allow_public": False, "exclude": clinical},
-        "credentials": {"snmp": {"version": "2c", "community_env": "TWIN_SNMP_COMMUNITY"}},
+        "discovery": {
+            "scopes": ["10.16.0.0/12"],
+            "allow_public": False,
+            "exclude": clinical,
+            # The live SNMP crawl starts at the core router and follows LLDP to the switches.
+            "snmp": {"seeds": [str(ipaddress.IPv4Address(plan.core.ip))], "depth": 2},
+        },
+        # SNMPv3 authPriv is tried first; v2c only for devices that lack v3.
+        "credentials": {
+            "snmp": [
+                {
+                    "version": 3,
+                    "user": "twin-monitor",
+                    "auth_protocol": "sha256",
+                    "auth_key_env": "TWIN_SNMP_AUTH_KEY",
+                    "priv_protocol": "aes128",
+                    "priv_key_env": "TWIN_SNMP_PRIV_KEY",
+                },
+                {"version": "2c", "community_env": "TWIN_SNMP_COMMUNITY"},
+            ]
+        },
         "segments": [s.to_yaml() for s in plan.segments],
         "criticality": {
             "default": "low",
