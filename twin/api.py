@@ -78,10 +78,11 @@ class Workspace:
                 "finished_at": pd.Timestamp(r.finished_at, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "devices": (r.summary.get("stats") or {}).get("devices"),
                 "communications": (r.summary.get("stats") or {}).get("communications"),
+                "kind": "collector" if r.summary.get("collector") else "build",
             }
             for r in runs
         ]
-        return pd.DataFrame(rows, columns=["run_id", "site", "finished_at", "devices", "communications"])
+        return pd.DataFrame(rows, columns=["run_id", "site", "finished_at", "devices", "communications", "kind"])
 
     def twin(self, snapshot: str | None = None) -> Twin:
         """Return one snapshot of the twin (the latest by default)."""
@@ -117,6 +118,18 @@ class Workspace:
 
     def communications(self, snapshot: str | None = None) -> pd.DataFrame:
         return self.twin(snapshot).communications
+
+    def flow_hours(self, snapshot: str | None = None) -> pd.DataFrame:
+        """Return the hourly flow buckets of a snapshot and of the runs it derives from.
+
+        Columns: ``src_ip``, ``dst_ip``, ``proto``, ``dst_port``, ``hour``
+        (start of the UTC hour, epoch seconds), ``bytes``, ``packets``,
+        ``flows``, and the ``run_id``, ``source`` and ``origin`` that stored
+        each bucket. Buckets of one key from several batches are separate
+        rows; sum them with ``groupby``.
+        """
+        with self.store() as store:
+            return store.flow_hours(snapshot)
 
     def misplaced_devices(self, snapshot: str | None = None, **params) -> pd.DataFrame:
         return self.query("misplaced_devices", snapshot, **params)

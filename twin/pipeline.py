@@ -33,6 +33,9 @@ __all__ = ["BuildResult", "build", "find_discovery_files", "new_run_id", "SKIPPE
 
 log = logging.getLogger(__name__)
 
+# Origin of the flows a live collector (twin collect flows) stored; file
+# builds carry these forward.
+COLLECTED_ORIGIN_PREFIX = "udp://"
 # Files in a site folder that are never discovery input: the configuration,
 # notes, and the ground truth that sample sites carry beside their data.
 # No discovery format is YAML, so proposed policies and other YAML files
@@ -127,7 +130,12 @@ def _import_one(path: Path, fmt: str | None, options: dict) -> ImportResult | st
     """Import one file; return its result, or the error message when it cannot be read."""
     if fmt is None:
         return f"{path}: unrecognised file format; skipped"
-    file_options = options if fmt == "inventory-csv" else {}
+    if fmt == "inventory-csv":
+        file_options = {key: value for key, value in options.items() if key == "column_map"}
+    elif fmt in ("pcap", "pcapng"):
+        file_options = {key: value for key, value in options.items() if key == "export_ports"}
+    else:
+        file_options = {}
     try:
         return import_path(path, fmt, **file_options)
     except InputFormatError as exc:
@@ -207,6 +215,82 @@ def _keep_stale_devices(workspace, site, observations, flow_frames, resolution, 
     return resolution
 
 
+def _keep_live_observations(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage):
+    """Carry the previous snapshot's live SNMP observations into a build without a crawl.
+
+    A file build must not drop what the last crawl found: its observations
+    are added unchanged, and devices that were stale stay stale unless a
+    file names them.
+    """
+    if not Path(workspace).exists():
+        return resolution
+    with EmbeddedStore(workspace) as store:
+        previous = previous_live_observations(store, site.site.name)
+        was_stale = _previously_stale(store, site.site.name) if previous else set()
+    if not previous:
+        return resolution
+    fresh_count = len(observations)
+    observations.extend(observation for observation, _, _ in previous)
+    resolution = resolve(
+        observations,
+        [(source, frame) for source, frame, _ in flow_frames],
+        site,
+        run_id=run_id,
+        built_at=started,
+        progress=on_stage,
+    )
+    touched_by_files = {
+        device_id
+        for pair in resolution.observation_devices[:fresh_count]
+        for device_id in pair
+        if device_id
+    }
+    stale = (was_stale & set(resolution.twin.devices["device_id"])) - touched_by_files
+    mark_stale(resolution.twin, stale)
+    resolution.stats["stale_devices"] = len(stale)
+    resolution.stats["carried_observations"] = len(previous)
+    log.info("run %s: %d observations of the last live crawl carried into a file build", run_id, len(previous))
+    return resolution
+
+
+def _collected_flows(workspace, site: str) -> tuple[list, list]:
+    """Return the flows and hour buckets that flow collectors added to the site's latest snapshot.
+
+    Collected flows live only in the workspace (``twin collect flows``), so
+    a file build carries them forward, as (source, frame, origin) and
+    (source, origin, hours) tuples, from every snapshot in the latest
+    snapshot's lineage; a build that carried them already holds them
+    under its own run id.
+    """
+    if not Path(workspace).exists():
+        return [], []
+    with EmbeddedStore(workspace) as store:
+        runs = [run for run in store.runs() if run.site == site]
+        if not runs:
+            return [], []
+        flows, hours = [], []
+        for run_id in store.lineage(runs[-1].run_id):
+            for source, origin, frame in store.flow_observations(run_id):
+                if origin.startswith(COLLECTED_ORIGIN_PREFIX):
+                    flows.append((source, frame, origin))
+        stored_hours = store.flow_hours(runs[-1].run_id)
+    collected = stored_hours[stored_hours["origin"].str.startswith(COLLECTED_ORIGIN_PREFIX)]
+    for (source, origin), frame in collected.groupby(["source", "origin"], sort=False):
+        hours.append((source, origin, frame.drop(columns=["run_id", "source", "origin"]).reset_index(drop=True)))
+    return flows, hours
+
+
+def _previously_stale(store: EmbeddedStore, site: str) -> set[str]:
+    """Return the ids of the devices marked stale in the site's latest snapshot."""
+    runs = [run for run in store.runs() if run.site == site]
+    if not runs:
+        return set()
+    devices = store.load_twin(runs[-1].run_id, tables=["devices"]).devices
+    if "stale" not in devices.columns:
+        return set()
+    return {device_id for device_id, stale in zip(devices["device_id"], devices["stale"]) if stale is True}
+
+
 def build(
     site_dir: str | Path,
     workspace: str | Path,
@@ -216,6 +300,7 @@ def build(
     extra_results: Sequence[ImportResult] = (),
     live_crawl: bool = False,
     exclude_dirs: Sequence[str | Path] = (),
+    flow_ports: Sequence[int] = (),
 ) -> BuildResult:
     """Import every discovery file of a site, resolve, and commit a snapshot.
 
@@ -237,9 +322,15 @@ def build(
         that the site's previous snapshot knew from live SNMP observations
         and this crawl did not find are kept with their previous
         observations and marked ``stale`` (see :mod:`twin.resolve.stale`).
+        False (a file build): the previous snapshot's live observations are
+        carried forward unchanged, so a rebuild keeps what the last crawl
+        found.
     exclude_dirs : sequence of path
         Folders under ``site_dir`` not read as discovery files, such as
         the recordings of the crawl in ``extra_results``.
+    flow_ports : sequence of int
+        UDP ports of flow exports in pcap files, added to the site's
+        ``flows.export_ports``.
 
     Raises
     ------
@@ -263,9 +354,11 @@ def build(
     files = find_discovery_files(site_dir, exclude=excluded)
     observations = []
     flow_frames = []
+    hour_frames: list[tuple[str, str, Any]] = []
     summaries: list[FileSummary] = []
     t = time.perf_counter()
     options = {"column_map": site.inventory.column_map} if site.inventory.column_map else {}
+    options["export_ports"] = sorted(set(site.flows.export_ports).union(flow_ports))
     outcomes = _import_all(files, options, on_file)
     for (path, fmt), outcome in zip(files, outcomes):
         rel = str(path)
@@ -288,11 +381,18 @@ def build(
         observations.extend(result.observations)
         if result.flows is not None and len(result.flows):
             flow_frames.append((result.source, result.flows, rel))
+        if result.flow_hours is not None and len(result.flow_hours):
+            hour_frames.append((result.source, rel, result.flow_hours))
     for result in extra_results:
         summaries.append(_live_summary(result))
         observations.extend(result.observations)
         if result.flows is not None and len(result.flows):
             flow_frames.append((result.source, result.flows, result.path))
+        if result.flow_hours is not None and len(result.flow_hours):
+            hour_frames.append((result.source, result.path, result.flow_hours))
+    carried_flows, carried_hours = _collected_flows(workspace, site.site.name)
+    flow_frames.extend(carried_flows)
+    hour_frames.extend(carried_hours)
     timings["import"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -306,6 +406,8 @@ def build(
     )
     if live_crawl:
         resolution = _keep_stale_devices(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage)
+    else:
+        resolution = _keep_live_observations(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage)
     timings["resolve"] = time.perf_counter() - t
 
     if on_stage:
@@ -326,6 +428,7 @@ def build(
                     (obs, dev, about) for obs, (dev, about) in zip(observations, resolution.observation_devices)
                 ),
                 flows=((source, origin, frame) for source, frame, origin in flow_frames),
+                flow_hours=hour_frames,
                 import_files=[s.as_dict() for s in summaries],
                 summary=summary_doc,
             )

@@ -167,7 +167,7 @@ def test_schedule_add_rejects_bad_cron(tmp_path):
     assert "minute" in result.output
 
 
-@pytest.mark.parametrize("module", ["simulate", "appcmd", "discover", "neo4jcmd"])
+@pytest.mark.parametrize("module", ["simulate", "appcmd", "discover", "neo4jcmd", "collect"])
 def test_command_module_imported_first_still_registers(module):
     # Importing a command module before twin.cli.main used to fail with a
     # circular import; every group must still reach the app.
@@ -176,7 +176,7 @@ def test_command_module_imported_first_still_registers(module):
         "from twin.cli.main import app\n"
         "from typer.testing import CliRunner\n"
         "out = CliRunner().invoke(app, ['--help']).output\n"
-        "assert all(name in out for name in ('simulate', 'app', 'discover', 'neo4j', 'export')), out\n"
+        "assert all(name in out for name in ('simulate', 'app', 'discover', 'neo4j', 'export', 'collect')), out\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

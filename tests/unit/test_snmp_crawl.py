@@ -404,6 +404,26 @@ def test_device_moved_address_not_stale(tmp_path):
     assert second.stats["carried_observations"] == 0
 
 
+def test_file_build_keeps_last_crawl(tmp_path):
+    # A plain rebuild of the site files must not drop what the last crawl
+    # found, and must not refresh a device that crawl had marked stale.
+    site_dir = _site_dir(tmp_path)
+    workspace = tmp_path / "ws.sqlite"
+    devices = chain(3)
+    _build_crawl(site_dir, workspace, devices)
+    _build_crawl(site_dir, workspace, devices[:2])
+    before, _ = _devices_by_name(workspace)
+    assert before["sw3"].stale
+
+    result = build(site_dir, workspace)
+    after, table = _devices_by_name(workspace)
+    assert set(after) == set(before)
+    assert after["sw3"].stale
+    assert not after["sw1"].stale and not after["sw2"].stale
+    assert result.stats["stale_devices"] == sum(bool(flag) for flag in table["stale"])
+    assert result.stats["carried_observations"] > 0
+
+
 def test_build_without_crawl_has_no_stale(tmp_path):
     site_dir = _site_dir(tmp_path)
     workspace = tmp_path / "ws.sqlite"

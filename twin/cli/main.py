@@ -98,9 +98,18 @@ def build(
     site_dir: Path = typer.Argument(..., exists=True, file_okay=False, dir_okay=True, help="Site folder holding site.yaml and discovery files."),
     workspace: Optional[Path] = WorkspaceOption,
     store: str = typer.Option("embedded", "--store", help="embedded (the workspace file) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD)."),
+    flow_port: Optional[list[int]] = typer.Option(
+        None, "--flow-port", min=1, max=65535,
+        help="UDP port whose datagrams in pcap files are NetFlow, IPFIX or sFlow exports, in addition to flows.export_ports of site.yaml. Repeatable.",
+    ),
 ) -> None:
     """Import a site's discovery files, resolve devices, and commit a new snapshot."""
     if _use_neo4j(store):
+        if flow_port:
+            raise typer.BadParameter(
+                "--flow-port works with --store embedded only; for Neo4j add the ports to flows.export_ports in site.yaml",
+                param_hint="--flow-port",
+            )
         from twin.cli import neo4jcmd
 
         neo4jcmd.build(site_dir)
@@ -128,7 +137,7 @@ def build(
                     stage_task = progress.add_task("resolving", total=None)
                 progress.update(stage_task, description=f"resolving: {stage}")
 
-            result = ws.build(site_dir, on_file=on_file, on_stage=on_stage)
+            result = ws.build(site_dir, on_file=on_file, on_stage=on_stage, flow_ports=flow_port or ())
     except TwinError as exc:
         _fail(exc)
 
@@ -586,9 +595,9 @@ def register_module(module) -> None:
     _REGISTERED.add(module.__name__)
 
 
-from twin.cli import appcmd, discover, neo4jcmd, simulate  # noqa: E402
+from twin.cli import appcmd, collect, discover, neo4jcmd, simulate  # noqa: E402
 
-for _module in (simulate, appcmd, discover, neo4jcmd):
+for _module in (simulate, appcmd, discover, neo4jcmd, collect):
     register_module(_module)
 
 

@@ -36,8 +36,18 @@ FORMATS = {
     "nmap-xml": "scan",
     "zeek-conn": "flows",
     "nfdump-csv": "flows",
+    "pcap": "flows",
+    "pcapng": "flows",
+    "ipfix": "flows",
     "inventory-csv": "inventory",
 }
+
+# First bytes of binary flow files: pcap in both byte orders with microsecond
+# or nanosecond times, the pcapng section header block, and an IPFIX message
+# header (version 10) as IPFIX files (RFC 5655) start.
+_PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_CAPTURE_SUFFIXES = {".pcap": "pcap", ".cap": "pcap", ".pcapng": "pcapng", ".ipfix": "ipfix"}
 
 # A numeric OID at the start of a line: ".1.3.6.1.2.1.1.1.0" or "1.0.8802.1.1.2...".
 _NUMERIC_OID = re.compile(r"^\.?[0-2](\.\d+)+[ |]")
@@ -78,6 +88,9 @@ def detect_format(path: str | Path) -> str | None:
             head = handle.read(SNIFF_BYTES)
     except OSError:
         return None
+    binary = _binary_format(head, path)
+    if binary:
+        return binary
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     stripped = text.lstrip()
     suffix = path.suffix.lower()
@@ -106,6 +119,27 @@ def detect_format(path: str | Path) -> str | None:
         return "nfdump-csv"
     if suffix == ".csv" and ("asset" in lowered or "serial" in lowered or "inventory" in name or "cmms" in name):
         return "inventory-csv"
+    # A damaged capture keeps its name, so its reader can report what is wrong.
+    return _CAPTURE_SUFFIXES.get(suffix)
+
+
+def _binary_format(head: bytes, path: Path) -> str | None:
+    """Return ``pcap``, ``pcapng`` or ``ipfix`` when the first bytes are one, else None."""
+    if head[:4] in _PCAP_MAGICS:
+        return "pcap"
+    if head[:4] == _PCAPNG_MAGIC:
+        return "pcapng"
+    if len(head) >= 16 and head[:2] == b"\x00\x0a":
+        # An IPFIX message header has its length at bytes 2-3, at least the
+        # 16-byte header and no more than the file. The next message, if any,
+        # starts with version 10 again.
+        length = int.from_bytes(head[2:4], "big")
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        if 16 <= length <= size and (length == size or length + 2 > len(head) or head[length : length + 2] == b"\x00\x0a"):
+            return "ipfix"
     return None
 
 
@@ -125,7 +159,7 @@ def import_path(path: str | Path, fmt: str | None = None, **options) -> ImportRe
         raise InputFormatError(
             path,
             "unrecognised discovery file; expected nmap XML, snmprec, snmpwalk -On text, "
-            "lldpcli JSON, Zeek conn.log, nfdump CSV or an inventory CSV",
+            "lldpcli JSON, Zeek conn.log, nfdump CSV, a pcap or pcapng capture, an IPFIX file or an inventory CSV",
         )
     module = module_for(fmt)
     return module.import_file(path, fmt=fmt, **options)

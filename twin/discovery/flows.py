@@ -1,4 +1,12 @@
-"""Flow records from files: Zeek conn.log (TSV and JSON lines) and nfdump CSV.
+"""Flow records from files: Zeek conn.log (TSV and JSON lines), nfdump CSV, captures and IPFIX files.
+
+Packet captures (pcap, pcapng) and IPFIX files (RFC 5655) are read by
+:mod:`twin.discovery.pcap` and :mod:`twin.discovery.netflow` and summed by
+:class:`twin.discovery.flowagg.Aggregator`, which also returns hourly buckets
+(``ImportResult.flow_hours``). A capture with UDP datagrams to or from one of
+the export ports (``export_ports``, by default :data:`DEFAULT_EXPORT_PORTS`)
+is read as flow exports. Any other capture is read as raw traffic, one flow
+per session. The rest of this page is about the two text formats.
 
 Both formats become one DataFrame with the columns in
 :data:`twin.model.observation.FLOW_COLUMNS`: one row per
@@ -47,7 +55,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -61,11 +69,14 @@ from twin.exceptions import InputFormatError
 from twin.model.observation import FLOW_COLUMNS, ImportIssue, ImportResult, escape_text
 
 __all__ = [
+    "CAPTURE_FORMATS",
+    "DEFAULT_EXPORT_PORTS",
     "FORMATS",
     "IP_PROTOCOLS",
     "MAX_ROW_ISSUES",
     "collect",
     "transform",
+    "import_capture",
     "import_file",
     "protocol_name",
 ]
@@ -73,7 +84,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Formats this module reads.
-FORMATS = ("zeek-conn", "nfdump-csv")
+FORMATS = ("zeek-conn", "nfdump-csv", "pcap", "pcapng", "ipfix")
+# Binary formats, read by twin.discovery.pcap and twin.discovery.netflow.
+CAPTURE_FORMATS = ("pcap", "pcapng", "ipfix")
+# UDP ports whose datagrams in a capture are flow exports unless the caller
+# passes others: NetFlow 2055, 9995, 9996, IPFIX 4739, sFlow 6343. The site
+# setting flows.export_ports has the same default.
+DEFAULT_EXPORT_PORTS = (2055, 4739, 6343, 9995, 9996)
 
 # Skipped rows reported one by one per file (default 1000). Further skipped
 # rows are still counted in ImportResult.records_skipped and summed up in one
@@ -193,7 +210,13 @@ def collect(path: str | Path) -> Raw:
 
 
 def import_file(path: str | Path, fmt: str | None = None, **options: Any) -> ImportResult:
-    """Import one flow file: :func:`transform` of :func:`collect`."""
+    """Import one flow file: :func:`transform` of :func:`collect`.
+
+    Captures and IPFIX files are read from ``path`` directly, because their
+    readers map the file themselves (see :func:`import_capture`).
+    """
+    if fmt in CAPTURE_FORMATS:
+        return import_capture(path, fmt, **options)
     return transform(collect(path), fmt=fmt, **options)
 
 
@@ -246,6 +269,9 @@ def transform(
     the file.
     """
     path = origin or raw.path
+    if fmt in CAPTURE_FORMATS:
+        # NOTE: binary files are read again from raw.path, not from raw.data.
+        return import_capture(raw.path, fmt, **options)
     fmt = fmt or _sniff_format(raw.data)
     if fmt not in FORMATS:
         raise InputFormatError(path, f"format {fmt!r} is not a flow format; expected one of {', '.join(FORMATS)}")
@@ -280,6 +306,94 @@ def transform(
     log.info(
         "imported %s flows from %s: %d rows, %d edges, %d skipped",
         source, path, kept, len(flows), result.records_skipped,
+    )
+    return result
+
+
+def import_capture(
+    path: str | Path,
+    fmt: str = "pcap",
+    *,
+    export_ports: Iterable[int] | None = None,
+    **options: Any,
+) -> ImportResult:
+    """Import a pcap or pcapng capture, or an IPFIX file, as aggregated flows.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    fmt : {"pcap", "pcapng", "ipfix"}
+        ``pcap`` and ``pcapng`` are read alike, whichever the file is.
+    export_ports : iterable of int, optional
+        UDP ports of flow exports in captures; default
+        :data:`DEFAULT_EXPORT_PORTS`.
+    **options
+        ``max_keys`` and ``not_devices`` for the :class:`Aggregator`.
+
+    Returns
+    -------
+    ImportResult
+        ``source`` is ``netflow`` for flow exports and IPFIX files and
+        ``pcap`` for raw traffic. ``flows`` contains the edges, ``flow_hours``
+        the hourly buckets, ``records_read`` the flow records (sessions for
+        raw traffic). Damaged parts are issues counted in
+        ``records_skipped``; facts such as an empty capture or a port that
+        seems to carry flow exports are issues of severity ``info``.
+
+    Raises
+    ------
+    InputFormatError
+        When the file is empty, unreadable or not a capture.
+    """
+    from twin.discovery import flowagg, pcap
+    from twin.discovery.netflow import read_ipfix_file
+
+    path = Path(path)
+    ports = set(DEFAULT_EXPORT_PORTS if export_ports is None else export_ports)
+    if fmt == "ipfix":
+        if path.exists() and path.stat().st_size == 0:
+            raise InputFormatError(path, "empty file (0 bytes); expected an IPFIX file (RFC 5655)")
+        records, problems, decoder_counters = read_ipfix_file(path)
+        counters = {key: value for key, value in decoder_counters.as_dict().items() if isinstance(value, int)}
+        read = pcap.CaptureRead(str(path), "flow-export", records, list(problems), [], counters)
+    elif fmt in ("pcap", "pcapng"):
+        read = pcap.read_capture(path, ports)
+    else:
+        raise InputFormatError(path, f"format {fmt!r} is not a capture format; expected one of {', '.join(CAPTURE_FORMATS)}")
+
+    aggregator = flowagg.Aggregator(**{key: options[key] for key in ("max_keys", "not_devices") if key in options})
+    aggregator.add(read.records)
+    edges, hours = aggregator.edges(), aggregator.hours()
+
+    result = ImportResult(source="netflow" if read.kind == "flow-export" else "pcap", path=str(path))
+    result.flows = edges
+    result.flow_hours = hours
+    result.records_read = read.records.num_rows
+    for problem in read.problems:
+        _skip(result, problem.message, offset=problem.offset, field=problem.field)
+    if result.records_skipped > MAX_ROW_ISSUES:
+        result.issues.append(_summary_issue(str(path), result.records_skipped - MAX_ROW_ISSUES))
+    notes = [note.message for note in read.notes]
+    undecodable = read.counters.get("undecodable", 0)
+    if undecodable:
+        notes.append(
+            f"{undecodable} data sets were not decoded because their template never arrived; when templates and "
+            "data are in separate captures, merge them in time order first (mergecap -w merged.pcap a.pcap b.pcap)"
+        )
+    for message in notes:
+        result.issues.append(ImportIssue(str(path), message, severity="info"))
+
+    result.counts = {
+        "flows": read.records.num_rows,
+        "edges": len(edges),
+        "hour_buckets": len(hours),
+        **{key: value for key, value in read.counters.items() if value},
+        **{key: aggregator.counters[key] for key in ("not_device_destinations", "direction_flipped", "evicted") if aggregator.counters[key]},
+    }
+    log.info(
+        "imported %s %s: %d flow records, %d edges, %d problems",
+        read.kind, path, read.records.num_rows, len(edges), len(read.problems),
     )
     return result
 
@@ -350,9 +464,9 @@ class _LineLocator:
             start = found + 1
 
 
-def _skip(result: ImportResult, message: str, *, line=None, field=None) -> None:
+def _skip(result: ImportResult, message: str, *, line=None, offset=None, field=None) -> None:
     if result.records_skipped < MAX_ROW_ISSUES:
-        result.skip(message, line=line, field=field)
+        result.skip(message, line=line, offset=offset, field=field)
     else:
         result.records_skipped += 1
 

@@ -6,6 +6,15 @@ resolved graph per run. A build writes all of that in one transaction, so a
 build killed midway (even with ``kill -9``) leaves the previous snapshots
 intact and queryable and no half-written run.
 
+A flow collector adds *derived* snapshots: a copy of a base snapshot's tables
+with some tables (communications, and devices or externals that the flows
+added) replaced, plus the batch's flows and hourly flow buckets
+(:meth:`EmbeddedStore.write_derived_snapshot`). Table ``snapshot_bases``
+records each derived snapshot's base and the build run at the root of its
+lineage, where the observations are. Each later batch of the same collector
+run replaces the run's derived snapshot in one transaction, so a collector
+run adds one snapshot, not one per batch.
+
 Notes
 -----
 Observations are rows (with JSON attributes) so ``twin show device`` can
@@ -36,7 +45,14 @@ from twin.model import schema
 from twin.model.observation import FLOW_COLUMNS, Observation
 from twin.model.twin import TABLES, Twin, empty_table
 
-__all__ = ["EmbeddedStore", "SCHEMA_VERSION", "DEFAULT_WORKSPACE", "RunInfo"]
+__all__ = [
+    "EmbeddedStore",
+    "SCHEMA_VERSION",
+    "DEFAULT_WORKSPACE",
+    "FLOW_HOUR_COLUMNS",
+    "RunInfo",
+    "SnapshotChanged",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,13 @@ WRITE_BATCH_ROWS = 50_000
 PRUNE_CHUNK_ROWS = 50_000
 # Snapshots that prune() keeps by default.
 DEFAULT_KEEP_SNAPSHOTS = 20
+# Run ids per "IN (...)" query, below SQLite's default limit of host parameters.
+IN_CHUNK = 500
+
+# Columns of the hourly flow buckets: one row per (src_ip, dst_ip, proto,
+# dst_port, hour), where hour is the start of the UTC hour in epoch seconds.
+FLOW_HOUR_COLUMNS = ("src_ip", "dst_ip", "proto", "dst_port", "hour", "bytes", "packets", "flows")
+_FLOW_HOUR_DTYPES = {"dst_port": "int64", "hour": "int64", "bytes": "int64", "packets": "int64", "flows": "int64"}
 
 _JSON_TYPES = {"list[str]", "json"}
 
@@ -66,6 +89,10 @@ def _column_types() -> dict[str, dict[str, str]]:
 
 
 COLUMN_TYPES = _column_types()
+
+
+class SnapshotChanged(StoreError):
+    """The base of a derived snapshot is no longer the latest snapshot of its site."""
 
 
 class RunInfo(dict):
@@ -281,6 +308,15 @@ class EmbeddedStore:
                 run_id TEXT, source TEXT, origin TEXT, rows INTEGER, data BLOB)"""
         )
         cur.execute(
+            """CREATE TABLE IF NOT EXISTS flow_hours (
+                run_id TEXT, source TEXT, origin TEXT, rows INTEGER, data BLOB)"""
+        )
+        cur.execute("CREATE INDEX IF NOT EXISTS flow_hours_run ON flow_hours(run_id)")
+        cur.execute(
+            """CREATE TABLE IF NOT EXISTS snapshot_bases (
+                run_id TEXT PRIMARY KEY, base_run_id TEXT NOT NULL, build_run_id TEXT NOT NULL)"""
+        )
+        cur.execute(
             """CREATE TABLE IF NOT EXISTS snapshot_tables (
                 snapshot TEXT, name TEXT, rows INTEGER, data BLOB, PRIMARY KEY (snapshot, name))"""
         )
@@ -317,13 +353,15 @@ class EmbeddedStore:
         import_files: Iterable[dict[str, Any]],
         summary: dict[str, Any],
         finished_at: float | None = None,
+        flow_hours: Iterable[tuple[str, str, pd.DataFrame]] = (),
     ) -> None:
         """Write a whole build (observations, flows, snapshot, run row) atomically.
 
         ``observations`` yields (observation, device_id, about_id) triples.
         ``device_id`` is the device the subject resolved to, and ``about_id``
         is the other device an ARP, FDB or neighbour entry names.
-        ``flows`` yields (source, origin, DataFrame with FLOW_COLUMNS).
+        ``flows`` yields (source, origin, DataFrame with FLOW_COLUMNS), and
+        ``flow_hours`` (source, origin, DataFrame with FLOW_HOUR_COLUMNS).
         ``finished_at`` (epoch seconds, default now) becomes the snapshot's
         build time; an import from another store passes the original one.
         """
@@ -331,6 +369,8 @@ class EmbeddedStore:
             self._insert_observations(cur, run_id, observations)
             for source, origin, frame in flows:
                 self._insert_flows(cur, run_id, source, origin, frame)
+            for source, origin, frame in flow_hours:
+                self._insert_flow_hours(cur, run_id, source, origin, frame)
             for info in import_files:
                 cur.execute(
                     "INSERT INTO import_files VALUES (?,?,?,?,?,?,?,?)",
@@ -392,6 +432,153 @@ class EmbeddedStore:
         table = pa.Table.from_pandas(frame[list(FLOW_COLUMNS)], preserve_index=False)
         cur.execute(
             "INSERT INTO flow_observations VALUES (?,?,?,?,?)",
+            (run_id, source, origin, len(frame), _parquet_bytes(table)),
+        )
+
+    def write_derived_snapshot(
+        self,
+        *,
+        base_run_id: str,
+        run_id: str,
+        tables: dict[str, pd.DataFrame],
+        summary: dict[str, Any],
+        started_at: float,
+        flows: Iterable[tuple[str, str, pd.DataFrame]] = (),
+        flow_hours: Iterable[tuple[str, str, pd.DataFrame]] = (),
+        require_latest: bool = True,
+        replaces: str | None = None,
+    ) -> None:
+        """Commit a snapshot derived from ``base_run_id`` in one transaction.
+
+        The new snapshot contains the base's tables, except those in ``tables``,
+        which replace them. ``flows`` and ``flow_hours`` are stored under
+        ``run_id`` as for a build. The run row copies the base's site and
+        configuration, and its finish time is now (at least the base's, so
+        the new snapshot sorts after it).
+
+        ``replaces`` names an earlier snapshot derived from the same base
+        (the previous batch of the same collector run). The new snapshot then
+        takes its tables, site and configuration from that snapshot instead
+        of the base, whose run row may have been pruned. Its flows and hourly
+        buckets are re-keyed to ``run_id``. The replaced snapshot's run row,
+        tables, lineage row and recorded findings are deleted in the same
+        transaction. A crash before the
+        commit leaves the replaced snapshot as it was.
+
+        Raises
+        ------
+        SnapshotNotFound
+            When ``base_run_id`` or ``replaces`` is not a committed snapshot.
+        SnapshotChanged
+            With ``require_latest``, when another snapshot of the site was
+            committed after the base (after ``replaces`` when given), or when
+            another snapshot derives from ``replaces``. Nothing is written,
+            and the caller derives again from the new latest snapshot.
+        StoreError
+            When ``replaces`` does not derive from ``base_run_id``.
+        """
+        unknown = sorted(set(tables) - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown snapshot tables {unknown}; expected some of {', '.join(TABLES)}")
+        with self.transaction() as cur:
+            if replaces is not None:
+                self._check_replaceable(cur, replaces, base_run_id)
+            # The replaced snapshot has the base's site and configuration, and
+            # it is still there when the base's run row was pruned.
+            parent = replaces if replaces is not None else base_run_id
+            row = cur.execute(
+                "SELECT site, site_dir, config_yaml, finished_at FROM runs WHERE run_id=? AND status='committed'",
+                (parent,),
+            ).fetchone()
+            if row is None:
+                raise SnapshotNotFound(f"{self.path}: no committed snapshot {base_run_id!r} to derive a snapshot from")
+            site, site_dir, config_yaml, base_finished = row
+            if require_latest:
+                expected = replaces if replaces is not None else base_run_id
+                latest = cur.execute(
+                    "SELECT run_id FROM runs WHERE status='committed' AND site=? ORDER BY finished_at DESC LIMIT 1",
+                    (site,),
+                ).fetchone()
+                if latest[0] != expected:
+                    raise SnapshotChanged(
+                        f"{self.path}: snapshot {latest[0]} of site {site!r} was committed after {expected}; "
+                        "derive the new snapshot from the latest one"
+                    )
+            replaced = list(tables)
+            marks = ",".join("?" for _ in replaced) or "''"
+            if replaces is None:
+                cur.execute(
+                    f"INSERT INTO snapshot_tables SELECT ?, name, rows, data FROM snapshot_tables "
+                    f"WHERE snapshot=? AND name NOT IN ({marks})",
+                    (run_id, base_run_id, *replaced),
+                )
+            else:
+                # The unchanged tables move to the new snapshot without copying their data.
+                cur.execute(
+                    f"UPDATE snapshot_tables SET snapshot=? WHERE snapshot=? AND name NOT IN ({marks})",
+                    (run_id, replaces, *replaced),
+                )
+                self._remove_replaced(cur, replaces, run_id)
+            for name, frame in tables.items():
+                self._insert_table(cur, name, run_id, frame)
+            for source, origin, frame in flows:
+                self._insert_flows(cur, run_id, source, origin, frame)
+            for source, origin, frame in flow_hours:
+                self._insert_flow_hours(cur, run_id, source, origin, frame)
+            build_run_id = self._build_run_of(cur, base_run_id)
+            cur.execute("INSERT INTO snapshot_bases VALUES (?,?,?)", (run_id, base_run_id, build_run_id))
+            finished_at = max(time.time(), float(base_finished or 0.0) + 1e-3)
+            cur.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, site, site_dir, config_yaml, started_at, finished_at, "committed", _to_json(summary)),
+            )
+        if replaces is None:
+            log.info("run %s: snapshot derived from %s committed to %s", run_id, base_run_id, self.path)
+        else:
+            log.info("run %s: snapshot derived from %s committed to %s, replacing %s", run_id, base_run_id, self.path, replaces)
+
+    def _check_replaceable(self, cur, replaces: str, base_run_id: str) -> None:
+        """Raise unless ``replaces`` is a committed snapshot derived from ``base_run_id`` with nothing derived from it."""
+        committed = cur.execute(
+            "SELECT 1 FROM runs WHERE run_id=? AND status='committed'", (replaces,)
+        ).fetchone()
+        if committed is None:
+            raise SnapshotNotFound(
+                f"{self.path}: no committed snapshot {replaces!r} to replace; it was pruned or never committed, "
+                "so derive a new snapshot from the latest one"
+            )
+        row = cur.execute("SELECT base_run_id FROM snapshot_bases WHERE run_id=?", (replaces,)).fetchone()
+        if row is None or row[0] != base_run_id:
+            raise StoreError(
+                f"{self.path}: snapshot {replaces} derives from {row[0] if row else 'no snapshot'}, not from "
+                f"{base_run_id}; only a snapshot derived from the same base can be replaced"
+            )
+        child = cur.execute("SELECT run_id FROM snapshot_bases WHERE base_run_id=? LIMIT 1", (replaces,)).fetchone()
+        if child is not None:
+            raise SnapshotChanged(
+                f"{self.path}: snapshot {child[0]} derives from {replaces}, so {replaces} cannot be replaced; "
+                "derive the new snapshot from the latest one"
+            )
+
+    def _remove_replaced(self, cur, replaces: str, run_id: str) -> None:
+        """Move the flows and hourly buckets of ``replaces`` to ``run_id`` and delete the rest of ``replaces``."""
+        cur.execute("UPDATE flow_observations SET run_id=? WHERE run_id=?", (run_id, replaces))
+        cur.execute("UPDATE flow_hours SET run_id=? WHERE run_id=?", (run_id, replaces))
+        cur.execute("DELETE FROM snapshot_tables WHERE snapshot=?", (replaces,))
+        cur.execute("DELETE FROM snapshot_bases WHERE run_id=?", (replaces,))
+        cur.execute("DELETE FROM runs WHERE run_id=?", (replaces,))
+        # Findings recorded for the replaced snapshot (by a change report) describe a snapshot that no longer exists.
+        names = {row[0] for row in cur.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("run_findings", "run_findings_queries"):
+            if table in names:
+                cur.execute(f"DELETE FROM {table} WHERE run_id=?", (replaces,))
+
+    def _insert_flow_hours(self, cur, run_id, source, origin, frame: pd.DataFrame) -> None:
+        if frame is None or frame.empty:
+            return
+        table = pa.Table.from_pandas(frame[list(FLOW_HOUR_COLUMNS)], preserve_index=False)
+        cur.execute(
+            "INSERT INTO flow_hours VALUES (?,?,?,?,?)",
             (run_id, source, origin, len(frame), _parquet_bytes(table)),
         )
 
@@ -468,13 +655,66 @@ class EmbeddedStore:
             return empty_table(table)
         return _frame_from_arrow(table, pq.read_table(pa.BufferReader(row[0])))
 
+    def _build_run_of(self, cur, run_id: str) -> str:
+        row = cur.execute("SELECT build_run_id FROM snapshot_bases WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else run_id
+
+    def build_run_of(self, run_id: str) -> str:
+        """Return the build run at the root of a snapshot's lineage (the run itself for a build)."""
+        return self._build_run_of(self.conn, run_id)
+
+    def lineage(self, run_id: str) -> list[str]:
+        """Return ``run_id`` and the runs it derives from, newest first, ending with its build run."""
+        bases = dict(self.conn.execute("SELECT run_id, base_run_id FROM snapshot_bases"))
+        chain = [run_id]
+        # Each step moves to an older run, so the walk ends within len(bases) steps.
+        for _ in range(len(bases)):
+            base = bases.get(chain[-1])
+            if base is None or base in chain:
+                break
+            chain.append(base)
+        return chain
+
+    def flow_hours(self, run_id: str | None = None) -> pd.DataFrame:
+        """Return the hourly flow buckets of a snapshot and of every run it derives from.
+
+        ``run_id`` is a snapshot (run id, prefix, ``latest`` or ``previous``;
+        default the latest). Columns are :data:`FLOW_HOUR_COLUMNS` plus
+        ``run_id``, ``source`` and ``origin``, one row per stored bucket:
+        buckets of one key from several batches are not summed.
+        """
+        run = self.resolve_snapshot(run_id)
+        chain = self.lineage(run.run_id)
+        frames = []
+        for start in range(0, len(chain), IN_CHUNK):
+            part = chain[start : start + IN_CHUNK]
+            marks = ",".join("?" for _ in part)
+            cur = self.conn.execute(
+                f"SELECT run_id, source, origin, data FROM flow_hours WHERE run_id IN ({marks}) ORDER BY rowid", part
+            )
+            for hour_run, source, origin, data in cur:
+                frame = pq.read_table(pa.BufferReader(data)).to_pandas()
+                frame["run_id"] = hour_run
+                frame["source"] = source
+                frame["origin"] = origin
+                frames.append(frame)
+        columns = [*FLOW_HOUR_COLUMNS, "run_id", "source", "origin"]
+        if not frames:
+            return pd.DataFrame({col: pd.Series(dtype=_FLOW_HOUR_DTYPES.get(col, "str")) for col in columns})
+        return pd.concat(frames, ignore_index=True)[columns]
+
     def flow_observations(self, run_id: str) -> list[tuple[str, str, pd.DataFrame]]:
         """Return the aggregated flows each file of a run contributed, as (source, origin, DataFrame)."""
         cur = self.conn.execute("SELECT source, origin, data FROM flow_observations WHERE run_id=?", (run_id,))
         return [(source, origin, pq.read_table(pa.BufferReader(data)).to_pandas()) for source, origin, data in cur]
 
     def observations_for(self, device_id: str, run_id: str) -> pd.DataFrame:
-        """Return every observation a run attributed to one device."""
+        """Return every observation a run attributed to one device.
+
+        For a derived snapshot these are the observations of the build run
+        at the root of its lineage.
+        """
+        run_id = self.build_run_of(run_id)
         frame = pd.read_sql_query(
             "SELECT kind, source, origin, seen_at, subject, attrs, evidence, "
             "CASE WHEN device_id=? THEN 'subject' ELSE 'named' END AS role FROM observations "
@@ -487,7 +727,12 @@ class EmbeddedStore:
         return frame
 
     def import_files(self, run_id: str) -> list[dict[str, Any]]:
-        """Return the import summary of a run, one dict per file."""
+        """Return the import summary of a run, one dict per file.
+
+        A derived snapshot imported no files, so it returns those of the
+        build run at the root of its lineage.
+        """
+        run_id = self.build_run_of(run_id)
         cur = self.conn.execute(
             "SELECT path, format, sha256, records_read, records_skipped, counts, issues FROM import_files WHERE run_id=?",
             (run_id,),
@@ -508,13 +753,23 @@ class EmbeddedStore:
     # -- maintenance ------------------------------------------------------
 
     def prune(self, keep: int = DEFAULT_KEEP_SNAPSHOTS) -> list[str]:
-        """Delete all but the newest ``keep`` snapshots, in bounded chunks; return the removed run ids."""
+        """Delete all but the newest ``keep`` snapshots, in bounded chunks; return the removed run ids.
+
+        A removed run whose data a kept derived snapshot still reads (its
+        build's observations and import summary, the flows and hourly
+        buckets of its lineage) loses only its snapshot tables and run row.
+        """
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
         runs = self.runs()
         doomed = [r.run_id for r in runs[:-keep]]
-        tables = ["snapshot_tables", "observations", "flow_observations", "import_files"]
+        needed: set[str] = set()
+        for run in runs[-keep:]:
+            needed.update(self.lineage(run.run_id))
         for run_id in doomed:
+            tables = ["snapshot_tables"]
+            if run_id not in needed:
+                tables += ["observations", "flow_observations", "flow_hours", "import_files", "snapshot_bases"]
             for table in tables:
                 key = "snapshot" if table == "snapshot_tables" else "run_id"
                 while True:

@@ -201,6 +201,10 @@ class ImportResult:
     path: str
     observations: list[Observation] = field(default_factory=list)
     flows: Any = None  # pandas.DataFrame with FLOW_COLUMNS, or None
+    # pandas.DataFrame of hourly buckets (src_ip, dst_ip, proto, dst_port,
+    # hour, bytes, packets, flows; hour = start of the UTC hour in epoch
+    # seconds), or None when the importer keeps none.
+    flow_hours: Any = None
     issues: list[ImportIssue] = field(default_factory=list)
     records_read: int = 0
     records_skipped: int = 0
