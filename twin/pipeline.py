@@ -229,8 +229,14 @@ def _keep_live_observations(workspace, site, observations, flow_frames, resoluti
         was_stale = _previously_stale(store, site.site.name) if previous else set()
     if not previous:
         return resolution
+    # A walk that this build also reads from a file (the crawl's recording
+    # kept in the site folder) is not carried, so it is not counted twice.
+    uncovered = absent_walks(previous, observations, files=True)
+    carried = [observation for observation, _, _ in previous if observation.origin in uncovered]
+    if not carried:
+        return resolution
     fresh_count = len(observations)
-    observations.extend(observation for observation, _, _ in previous)
+    observations.extend(carried)
     resolution = resolve(
         observations,
         [(source, frame) for source, frame, _ in flow_frames],
@@ -248,19 +254,19 @@ def _keep_live_observations(workspace, site, observations, flow_frames, resoluti
     stale = (was_stale & set(resolution.twin.devices["device_id"])) - touched_by_files
     mark_stale(resolution.twin, stale)
     resolution.stats["stale_devices"] = len(stale)
-    resolution.stats["carried_observations"] = len(previous)
-    log.info("run %s: %d observations of the last live crawl carried into a file build", run_id, len(previous))
+    resolution.stats["carried_observations"] = len(carried)
+    log.info("run %s: %d observations of the last live crawl carried into a file build", run_id, len(carried))
     return resolution
 
 
 def _collected_flows(workspace, site: str) -> tuple[list, list]:
     """Return the flows and hour buckets that flow collectors added to the site's latest snapshot.
 
-    Collected flows live only in the workspace (``twin collect flows``), so
-    a file build carries them forward, as (source, frame, origin) and
-    (source, origin, hours) tuples, from every snapshot in the latest
-    snapshot's lineage; a build that carried them already holds them
-    under its own run id.
+    Collected flows exist only in the workspace (``twin collect flows``),
+    so a file build carries them forward from every snapshot in the latest
+    snapshot's lineage, as (source, frame, origin) and (source, origin,
+    hours) tuples. A build that carried them before stores them under its
+    own run id, so they are counted once.
     """
     if not Path(workspace).exists():
         return [], []

@@ -180,3 +180,21 @@ def test_command_module_imported_first_still_registers(module):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_build_notes_external_only_flows(tmp_path):
+    # Flow rows between two addresses outside the site make no
+    # communication; the build says how many were left out.
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLES / "violating", site)
+    rows = [
+        {"ts": 1700000000.0 + i, "id.orig_h": "192.0.2.10", "id.orig_p": 40000 + i, "id.resp_h": "198.51.100.7",
+         "id.resp_p": 443, "proto": "tcp", "duration": 1.0, "orig_bytes": 100, "resp_bytes": 200,
+         "orig_pkts": 1, "resp_pkts": 1}
+        for i in range(3)
+    ]
+    rows.append(dict(rows[0], **{"id.resp_h": "203.0.113.9", "id.resp_p": 8443}))
+    (site / "outside.conn.log").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    result = twin("build", str(site), "--workspace", str(tmp_path / "w.sqlite"))
+    assert result.exit_code == 0, result.output
+    assert "note: 2 aggregated flow rows run between two addresses outside the site" in result.output

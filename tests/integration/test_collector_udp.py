@@ -366,7 +366,7 @@ def send_batches(workspace: Path, src_ip: str, dst_ip: str, port: int, sizes: li
             if kill and sequence == len(sizes) - 1:
                 collector.kill()
                 return collector
-            wait_for_line(collector, f"batch {sequence}:")
+            wait_for_line(collector, f"batch {sequence + 1}:")
     collector.proc.send_signal(signal.SIGTERM)
     return collector
 
@@ -447,3 +447,14 @@ def test_kill_9_keeps_committed_batches(built, tmp_path):
     comms = Workspace(workspace).twin().communications
     row = comms[(comms["src_id"] == owner[src_ip]) & (comms["dst_id"] == owner[dst_ip]) & (comms["dst_port"] == port)]
     assert row["bytes"].tolist() == [sum(sizes[:batches])]
+
+
+def test_repeated_listen_is_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from twin.cli.main import app
+
+    address = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["collect", "flows", "--listen", address, "--listen", address, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "given more than once" in result.output

@@ -263,7 +263,7 @@ def test_cli_crawl_then_stale_without_agent(community, tmp_path):
         agents.servers[devices[1].name].stop()
         second = runner.invoke(app, ["discover", "snmp", "--site", str(site_dir), "-w", str(workspace)])
         assert second.exit_code == 1, second.output
-        assert f"{devices[1].address}:{agents.port}: NO ANSWER" in second.output
+        assert f"{devices[1].address}:{agents.port}: NOT WALKED: no answer" in second.output
 
     with EmbeddedStore(workspace) as store:
         twin = store.load_twin()

@@ -361,7 +361,7 @@ def test_hostname_to_loopback_gives_one_fix():
     with pytest.raises(OutOfScope) as info:
         guard.check("localhost")
     assert "127.0.0.1 is rejected: it is a loopback address" in info.value.reason
-    assert info.value.fix == "such addresses are never probed, so remove localhost from the targets"
+    assert info.value.fix == "add the loopback prefix to discovery.scopes to allow it, or remove the target"
     mixed = guard_for(site, resolve=lambda name: ["10.232.0.7", "10.9.9.9"])
     with pytest.raises(OutOfScope) as info:
         mixed.check("mixed.example")

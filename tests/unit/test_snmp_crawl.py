@@ -424,6 +424,33 @@ def test_file_build_keeps_last_crawl(tmp_path):
     assert result.stats["carried_observations"] > 0
 
 
+def test_recording_in_site_not_doubled(tmp_path):
+    # The README's workflow: crawl with --record into the site folder, then
+    # a plain build. The build reads the recordings and must not also carry
+    # the same walks forward from the workspace.
+    site_dir = _site_dir(tmp_path)
+    workspace = tmp_path / "ws.sqlite"
+    devices = chain(3)
+    devices[1].fdb.update({f"02:bb:00:00:00:{n:02x}": 3 for n in range(1, 6)})
+    site = parse_site((site_dir / "site.yaml").read_text(), str(site_dir / "site.yaml"))
+    record_dir = site_dir / "snmp" / "recorded"
+    crawl = crawl_with(site, RecordedWalks(devices), record_dir=record_dir)
+    first = build(site_dir, workspace, extra_results=crawl.results, live_crawl=True, exclude_dirs=[record_dir])
+    with EmbeddedStore(workspace) as store:
+        links_first = store.load_twin().links
+
+    second = build(site_dir, workspace)
+    with EmbeddedStore(workspace) as store:
+        links_second = store.load_twin().links
+    assert second.stats.get("carried_observations", 0) == 0
+    assert second.stats["observations"] == first.stats["observations"]
+    columns = ["a_device_id", "a_if_name", "b_device_id", "b_if_name", "source"]
+    assert (links_first["source"] == "fdb").sum() == 5
+    assert links_second[columns].sort_values(columns).reset_index(drop=True).equals(
+        links_first[columns].sort_values(columns).reset_index(drop=True)
+    )
+
+
 def test_build_without_crawl_has_no_stale(tmp_path):
     site_dir = _site_dir(tmp_path)
     workspace = tmp_path / "ws.sqlite"
@@ -467,7 +494,7 @@ def test_cli_dry_run_sends_nothing(tmp_path):
         listener.close()
     assert outcome.exit_code == 1, outcome.output
     assert f"seed 127.0.0.1:{port}: walk 127.0.0.1:{port}" in outcome.output
-    assert "seed 10.9.9.9: rejected" in outcome.output
+    assert "seed 10.9.9.9: target 10.9.9.9 rejected" in outcome.output
     assert "outside every discovery scope" in outcome.output
     assert not (tmp_path / "ws.sqlite").exists()
 

@@ -49,7 +49,8 @@ def _stats_line(counters: dict[str, Any]) -> str:
     return (
         f"received {counters['received']}, dropped {counters['dropped']}, decoded {counters['decoded']}, "
         f"records {counters['records']}, waiting for template {counters['waiting_for_template']}, "
-        f"undecodable {counters['undecodable']}, batches {counters['batches']}"
+        f"undecodable {counters['undecodable']}, malformed {counters.get('malformed', 0)}, "
+        f"unsupported {counters.get('unsupported', 0)}, batches {counters['batches']}"
     )
 
 
@@ -96,6 +97,9 @@ def flows(
         addresses = [parse_listen(text) for text in (listen or [DEFAULT_LISTEN])]
     except CollectorError as exc:
         raise typer.BadParameter(str(exc), param_hint="--listen") from None
+    repeated = sorted({str(a) for a in addresses if sum(str(b) == str(a) for b in addresses) > 1})
+    if repeated:
+        raise typer.BadParameter(f"{', '.join(repeated)} given more than once; give each address once", param_hint="--listen")
     try:
         site_config = load_site(site) if site is not None else None
     except TwinError as exc:
@@ -112,7 +116,6 @@ def flows(
         except TwinError as exc:
             _print_error(f"{exc}; or pass --out DIR to write Parquet files instead")
             raise typer.Exit(EXIT_NO_SNAPSHOT)
-        err.print(f"flow batches update {base} in {workspace}", highlight=False, markup=False)
 
     settings = CollectorSettings(
         queue_size=queue_size,
@@ -130,7 +133,7 @@ def flows(
     def on_batch(batch) -> None:
         from twin.flowupdate import apply_flow_batch
 
-        note = f"batch {batch.sequence}: {len(batch.edges)} edges"
+        note = f"batch {batch.sequence + 1}: {len(batch.edges)} edges"
         if out_dir is not None:
             files = write_batch_files(out_dir, batch)
             note += f", written to {files[0].name} and {files[1].name}"
@@ -141,7 +144,7 @@ def flows(
                 started_at=batch.started_at, ended_at=batch.ended_at, run=run, counters=batch.counters,
             )
             if run_id is not None:
-                note += f", snapshot {run_id} with {run.batches} batches"
+                note += f", snapshot {run_id} with {run.batches} {'batch' if run.batches == 1 else 'batches'}"
                 # After another snapshot of the site was committed, the batch starts a new snapshot instead.
                 if run.batches > 1:
                     note += f", replacing {replaced}"
@@ -158,6 +161,7 @@ def flows(
         raise typer.Exit(EXIT_ERROR)
     run.origin = "udp://" + ",".join(str(a) for a in collector.bound)
     if use_workspace:
+        err.print(f"flow batches update {base} in {workspace}", highlight=False, markup=False)
         err.print(f"collector run {run.run_id}", highlight=False, markup=False)
     for address, granted in collector.receive_buffers.items():
         err.print(

@@ -239,6 +239,8 @@ def scan(
 EXIT_USAGE = 2
 # Issue lines printed per crawl before the rest are counted (default 20).
 MAX_ISSUES_LISTED = 20
+# Skipped targets listed per reason; the rest are counted.
+MAX_SKIPPED_SHOWN = 5
 
 
 @discover_app.command("snmp")
@@ -287,6 +289,10 @@ def snmp(
 
     if dry_run:
         _print_snmp_plan(site, decisions, settings, depth, concurrency)
+        try:
+            site_credentials(site)
+        except TwinError as exc:
+            err.print(f"warning: {exc}; a real crawl stops here", highlight=False, markup=False)
         raise typer.Exit(0 if all(d.allowed for d in decisions) else EXIT_ERROR)
 
     try:
@@ -353,20 +359,36 @@ def _print_snmp_plan(site, decisions, settings, depth, concurrency) -> None:
         if decision.allowed:
             out.print(f"seed {decision.seed}: walk {decision.address}:{decision.port}", highlight=False, markup=False)
         else:
-            out.print(f"seed {decision.seed}: rejected: {decision.reason}", highlight=False, markup=False)
+            out.print(f"seed {decision.seed}: {decision.reason}", highlight=False, markup=False)
     out.print("neighbours are checked against the same scope when the crawl finds them", highlight=False, markup=False)
+
+
+def _walk_state(walk) -> str:
+    """Return how one walk ended, for the crawl summary."""
+    if walk.answered:
+        return f"answered ({walk.credentials}), {_count(len(walk.varbinds), 'varbind')}"
+    kinds = {issue.kind for issue in walk.issues}
+    if "auth" in kinds:
+        return "NOT WALKED: the agent rejected every credentials profile"
+    return "NOT WALKED: no answer"
 
 
 def _print_crawl(result) -> None:
     for walk in result.walks:
-        if walk.answered:
-            state = f"answered ({walk.credentials}), {_count(len(walk.varbinds), 'varbind')}"
-        else:
-            state = "NO ANSWER"
         issues = f", {_count(len(walk.issues), 'issue')}" if walk.issues else ""
-        out.print(f"{walk.target}: {state}{issues} in {walk.finished_at - walk.started_at:.1f} s", highlight=False, markup=False)
+        out.print(f"{walk.target}: {_walk_state(walk)}{issues} in {walk.finished_at - walk.started_at:.1f} s", highlight=False, markup=False)
+    if any(not walk.answered and not any(i.kind == "auth" for i in walk.issues) for walk in result.walks):
+        err.print(
+            "hint: for a device with no answer, check its address and port, the community or v3 user in "
+            "credentials.snmp, and that its agent runs and accepts requests from this host",
+            highlight=False, markup=False,
+        )
+    by_reason: dict[str, list[str]] = {}
     for target, reason in result.skipped:
-        err.print(f"skipped: {target}: {reason}", highlight=False, markup=False)
+        by_reason.setdefault(reason, []).append(target)
+    for reason, targets in by_reason.items():
+        shown = ", ".join(targets[:MAX_SKIPPED_SHOWN]) + (f" and {len(targets) - MAX_SKIPPED_SHOWN} more" if len(targets) > MAX_SKIPPED_SHOWN else "")
+        err.print(f"skipped {len(targets)}: {shown}: {reason}", highlight=False, markup=False)
     for warning in result.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
     for issue in result.issues[:MAX_ISSUES_LISTED]:

@@ -155,8 +155,18 @@ def build(
         err.print(f"[yellow]conflict:[/yellow] {conflict}", highlight=False)
     if len(result.conflicts) > 10:
         err.print(f"[yellow]... and {len(result.conflicts) - 10} more conflicts[/yellow]")
+    if stats.get("flow_rows_external_only"):
+        err.print(
+            f"note: {stats['flow_rows_external_only']} aggregated flow rows run between two addresses outside the site's "
+            "segments, external.internal_cidrs and the private ranges, so they are not communications of the twin; "
+            "if those addresses belong to the site, add their prefixes to segments or external.internal_cidrs in site.yaml",
+            highlight=False,
+            markup=False,
+        )
     out.print(
-        f"snapshot {result.run_id}: {stats.get('devices', 0)} devices, {stats.get('communications', 0)} communications, "
+        f"snapshot {result.run_id}: {stats.get('devices', 0)} devices"
+        + (f" ({stats['stale_devices']} stale)" if stats.get("stale_devices") else "")
+        + f", {stats.get('communications', 0)} communications, "
         f"{stats.get('links', 0)} links, {stats.get('services', 0)} services, {len(result.conflicts)} conflicts "
         f"-> {result.workspace}",
         highlight=False,

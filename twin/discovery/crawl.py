@@ -408,7 +408,8 @@ class _Crawler:
                 rejection = rejection or exc
         target = target_text(allowed or neighbour.addresses[0], port)
         if allowed is None:
-            self.skip(f"{target} {label}", str(rejection))
+            # The reason without the address, so the summary can group neighbours by reason.
+            self.skip(f"{target} {label}", f"rejected: {rejection.reason}; {rejection.fix}")
             return None
         if (allowed, port) in self.queued:
             return None

@@ -399,6 +399,8 @@ class ScopeGuard:
         for rule in self._special:
             part = wanted.intersect(rule.refused)
             if part:
+                if rule.label == "loopback":
+                    return rule.reason, "add the loopback prefix to discovery.scopes to allow it, or remove the target", part
                 return rule.reason, "such addresses are never probed, so remove the target", part
         outside = wanted.subtract(self._scope)
         if outside:

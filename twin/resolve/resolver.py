@@ -209,7 +209,8 @@ def resolve(
             )
 
     step("communications")
-    communications, externals, flow_devices = _communications(flow_frames, plan, ip_owner, run_id)
+    left_out: dict[str, int] = {}
+    communications, externals, flow_devices = _communications(flow_frames, plan, ip_owner, run_id, left_out)
     services = _services(observations, obs_devices, communications, run_id)
 
     devices_df = pd.DataFrame(devices)
@@ -248,6 +249,8 @@ def resolve(
         "interfaces": len(interfaces),
         "services": len(services),
         "internal_flow_addresses": flow_devices,
+        "flow_rows_external_only": left_out.get("external_only", 0),
+        "flow_rows_ignored": left_out.get("ignored", 0),
     }
     log.info("run %s: resolved %d observations into %d devices", run_id, len(observations), len(devices))
     return Resolution(twin=twin, conflicts=clusters.conflicts, observation_devices=obs_devices, stats=stats)
@@ -534,7 +537,9 @@ def _links_and_attachment(observations, obs_devices, devices, interfaces, run_id
         add_link((device_id, local_port), (about_id, remote_port), str(a.get("protocol") or "lldp"), 0.9, obs.seen_at)
 
     # FDB: a MAC learned on access ports; pick the port with the fewest MACs.
-    macs_per_port: Counter = Counter()
+    # Distinct MACs per port: a walk recorded twice, or one MAC learned in
+    # several VLANs, must not make an access port look like an uplink.
+    port_macs: dict[tuple[str, str], set[str]] = defaultdict(set)
     fdb_entries: dict[str, list[tuple[str, str, Any, float]]] = defaultdict(list)
     for obs, (device_id, about_id) in zip(observations, obs_devices):
         if obs.kind != Kind.FDB or device_id is None:
@@ -545,9 +550,10 @@ def _links_and_attachment(observations, obs_devices, devices, interfaces, run_id
         if not usable_mac(mac) or not port:
             continue
         port = normalise_if_name(str(port))
-        macs_per_port[(device_id, port)] += 1
+        port_macs[(device_id, port)].add(mac)
         fdb_entries[mac].append((device_id, port, a.get("vlan"), obs.seen_at))
 
+    macs_per_port = {key: len(macs) for key, macs in port_macs.items()}
     attachment: dict[str, tuple[str, str, Any]] = {}
     for mac, entries in fdb_entries.items():
         owner = mac_owner.get(mac)
@@ -592,12 +598,15 @@ def _remote_port(attrs, iface_by_mac, remote_device) -> str:
     return str(port_id or "unknown")
 
 
-def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], run_id: str):
+def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], run_id: str, left_out: dict[str, int] | None = None):
     """Aggregate flows into COMMUNICATES_WITH rows.
 
     Within one source, counters add up. Across sources the larger count is
     kept, because two vantage points (Zeek and NetFlow, say) often report the
-    same traffic and adding them would double its volume.
+    same traffic and adding them would double its volume. Flow rows that
+    become no communication are counted in ``left_out`` when it is given:
+    ``external_only`` (both ends outside the site) and ``ignored`` (an
+    address that is no endpoint, such as multicast, or both ends one device).
     """
     per_source: list[pd.DataFrame] = []
     by_source: dict[str, list[pd.DataFrame]] = defaultdict(list)
@@ -669,8 +678,12 @@ def _communications(flow_frames, plan: AddressPlan, ip_owner: dict[str, str], ru
                 }
             )
             kinds_arr = np.array(node_kinds + ["none"], dtype=object)
-            keep = (coded["src"] >= 0) & (coded["dst"] >= 0) & (coded["src"] != coded["dst"])
-            keep &= ~((kinds_arr[coded["src"].to_numpy()] == "external") & (kinds_arr[coded["dst"].to_numpy()] == "external"))
+            endpoints = (coded["src"] >= 0) & (coded["dst"] >= 0) & (coded["src"] != coded["dst"])
+            external_only = (kinds_arr[coded["src"].to_numpy()] == "external") & (kinds_arr[coded["dst"].to_numpy()] == "external")
+            keep = endpoints & ~external_only
+            if left_out is not None:
+                left_out["external_only"] = left_out.get("external_only", 0) + int((endpoints & external_only).sum())
+                left_out["ignored"] = left_out.get("ignored", 0) + int((~endpoints).sum())
             coded = coded[keep]
             coded["source_bits"] = 1 << bit
             per_source.append(coded)

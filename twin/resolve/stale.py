@@ -81,18 +81,21 @@ def _is_live(observation: Observation) -> bool:
     return observation.origin.startswith(LIVE_ORIGIN_PREFIX)
 
 
-def absent_walks(previous: Iterable[StoredObservation], fresh: Iterable[Observation]) -> set[str]:
+def absent_walks(previous: Iterable[StoredObservation], fresh: Iterable[Observation], *, files: bool = False) -> set[str]:
     """Return the origins of previous walks whose device no fresh walk covers.
 
     A fresh walk covers a previous one when it has the same origin (target),
     or when its device shares a MAC or serial number with the previous walk's
-    device, as when a switch responds on another management address.
+    device, as when a switch responds on another management address. With
+    ``files``, walks read from files (such as the crawl's own recordings)
+    cover previous walks too.
     """
     origins: set[str] = set()
     macs: set[str] = set()
     serials: set[str] = set()
     for observation in fresh:
-        if _is_live(observation) and observation.kind == Kind.DEVICE:
+        walked = _is_live(observation) or (files and observation.source == "snmp")
+        if walked and observation.kind == Kind.DEVICE:
             origins.add(observation.origin)
             macs.update(observation.subject.macs)
             if observation.subject.serial:
