@@ -99,7 +99,7 @@ class Snmpsim:
     v3_user, v3_auth_key, v3_auth_proto, v3_priv_key, v3_priv_proto : str, optional
         One SNMPv3 USM user (protocol names as snmpsim spells them: SHA256, AES).
     engine_id : str, optional
-        SNMPv3 engine id as hex (``0x8000...``); snmpsim picks one when None.
+        SNMPv3 engine id as plain hex (``8000...``, snmpsim 1.2 rejects a ``0x`` prefix); snmpsim picks one when None.
     log_level : str
         snmpsim's log level; "error" keeps its per-request lines out of the log.
     """

@@ -197,6 +197,14 @@ def test_credentials_invalid_v3_rejected(change, fragment):
         credentials_from_config(profile, ENVIRON)
 
 
+@pytest.mark.parametrize("variable, key", [("TEST_AUTH", "auth_key_env"), ("TEST_PRIV", "priv_key_env")])
+def test_credentials_short_v3_key_rejected(variable, key):
+    environ = dict(ENVIRON, **{variable: "short"})
+
+    with pytest.raises(ConfigError, match=f"{key}: the key in environment variable {variable} has 5 characters"):
+        credentials_from_config(V3_PROFILE, environ)
+
+
 def test_credentials_priv_needs_auth():
     profile = {"version": 3, "user": "u", "priv_protocol": "aes128", "priv_key_env": "TEST_PRIV"}
 

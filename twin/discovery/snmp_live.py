@@ -74,6 +74,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Shortest SNMPv3 authentication or privacy pass phrase (RFC 3414, 11.2).
+MIN_V3_KEY_LENGTH = 8
 ISSUE_KINDS = ("transport", "timeout", "agent", "too_big", "order", "cap", "end_of_mib", "engine_id", "decode", "auth")
 
 SNMP_ENGINE_ID_OID = (1, 3, 6, 1, 6, 3, 10, 2, 1, 1, 0)
@@ -225,6 +227,12 @@ def _profile(profile: Any, environ: Mapping[str, str], path: str) -> SnmpCredent
         raise ConfigError(f"{path}: privacy needs authentication; add auth_protocol and auth_key_env")
     auth_key = secret("auth_key_env") if auth_protocol else None
     priv_key = secret("priv_key_env") if priv_protocol else None
+    for key, value in (("auth_key_env", auth_key), ("priv_key_env", priv_key)):
+        if value is not None and len(value) < MIN_V3_KEY_LENGTH:
+            raise ConfigError(
+                f"{path}.{key}: the key in environment variable {profile[key]} has {len(value)} characters; "
+                f"SNMPv3 keys need at least {MIN_V3_KEY_LENGTH} (RFC 3414), so set a longer key on the agents and here"
+            )
     name = str(profile.get("name") or f"v3 {user}")
     return SnmpCredentials(
         name=name,
@@ -497,11 +505,27 @@ class _Session:
     # pysnmp target name of auth + target, registered on the first request.
     address_name: str | None = None
     generators: dict[str, Any] = field(default_factory=dict)
+    # Kinds of recovered trouble (tooBig, silence) already reported for this device.
+    recovered: set[str] = field(default_factory=set)
 
     def issue(self, kind: str, message: str, oid: tuple[int, ...] | None = None) -> None:
         oid_text = _oid_text(oid) if oid is not None else None
         self.issues.append(WalkIssue(self.device, kind, message, oid_text))
         logger.warning("SNMP walk of %s: %s", self.device, message)
+
+    def shrunk(self, kind: str, name: str, oid: tuple[int, ...], repetitions: int) -> None:
+        """Report once per device that the agent needed a smaller max-repetitions, and log every shrink."""
+        cause = "answered tooBig" if kind == "too_big" else "did not answer"
+        logger.info("SNMP walk of %s: %s in %s at %s; retrying with max-repetitions %d", self.device, cause, name, _oid_text(oid), repetitions)
+        if kind in self.recovered:
+            return
+        self.recovered.add(kind)
+        self.issue(
+            kind,
+            f"{self.device}: the agent {cause} to GETBULK in {name} at OID {_oid_text(oid)}; max-repetitions lowered to "
+            f"{repetitions} and the walk went on (nothing was lost)",
+            oid,
+        )
 
 
 async def _request(session: _Session, pdu: str, oids: Sequence[tuple[int, ...]], repetitions: int = 0) -> tuple[Any, Any, Any, Sequence]:
@@ -792,10 +816,7 @@ async def _walk_root(
         if indication:
             kind = _error_kind(indication)
             if kind == "timeout" and use_bulk and control.timed_out():
-                logger.info(
-                    "SNMP walk of %s: timeout in %s at %s; retrying with max-repetitions %d",
-                    session.device, name, _oid_text(last), control.value,
-                )
+                session.shrunk("timeout", name, last, control.value)
                 continue
             session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {indication}", last)
             outcome.fatal = kind in ("timeout", "transport")
@@ -806,10 +827,7 @@ async def _walk_root(
             status_code = int(status)
             if status_code == 1:  # tooBig
                 if use_bulk and control.too_big():
-                    logger.info(
-                        "SNMP walk of %s: tooBig in %s at %s; retrying with max-repetitions %d",
-                        session.device, name, _oid_text(last), control.value,
-                    )
+                    session.shrunk("too_big", name, last, control.value)
                     continue
                 session.issue(
                     "too_big",
