@@ -182,7 +182,7 @@ def _live_summary(result: ImportResult) -> FileSummary:
     return summary
 
 
-def _keep_stale_devices(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage):
+def _keep_stale_devices(workspace, site, observations, resolution, resolve_again, run_id):
     """Carry forward the previous live observations of devices this crawl did not find, and mark them stale.
 
     ``observations`` is extended in place with the carried observations, so
@@ -197,14 +197,7 @@ def _keep_stale_devices(workspace, site, observations, flow_frames, resolution, 
     if carried:
         fresh_count = len(observations)
         observations.extend(carried)
-        resolution = resolve(
-            observations,
-            [(source, frame) for source, frame, _ in flow_frames],
-            site,
-            run_id=run_id,
-            built_at=started,
-            progress=on_stage,
-        )
+        resolution = resolve_again()
         stale = stale_devices(observations, resolution.observation_devices, fresh_count)
     else:
         stale = set()
@@ -215,7 +208,7 @@ def _keep_stale_devices(workspace, site, observations, flow_frames, resolution, 
     return resolution
 
 
-def _keep_live_observations(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage):
+def _keep_live_observations(workspace, site, observations, resolution, resolve_again, run_id):
     """Carry the previous snapshot's live SNMP observations into a build without a crawl.
 
     A file build must not drop what the last crawl found: its observations
@@ -237,14 +230,7 @@ def _keep_live_observations(workspace, site, observations, flow_frames, resoluti
         return resolution
     fresh_count = len(observations)
     observations.extend(carried)
-    resolution = resolve(
-        observations,
-        [(source, frame) for source, frame, _ in flow_frames],
-        site,
-        run_id=run_id,
-        built_at=started,
-        progress=on_stage,
-    )
+    resolution = resolve_again()
     touched_by_files = {
         device_id
         for pair in resolution.observation_devices[:fresh_count]
@@ -402,18 +388,23 @@ def build(
     timings["import"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    resolution = resolve(
-        observations,
-        [(source, frame) for source, frame, _ in flow_frames],
-        site,
-        run_id=run_id,
-        built_at=started,
-        progress=on_stage,
-    )
+
+    def resolve_all():
+        """Resolve every observation and flow gathered so far (again after carrying observations forward)."""
+        return resolve(
+            observations,
+            [(source, frame) for source, frame, _ in flow_frames],
+            site,
+            run_id=run_id,
+            built_at=started,
+            progress=on_stage,
+        )
+
+    resolution = resolve_all()
     if live_crawl:
-        resolution = _keep_stale_devices(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage)
+        resolution = _keep_stale_devices(workspace, site, observations, resolution, resolve_all, run_id)
     else:
-        resolution = _keep_live_observations(workspace, site, observations, flow_frames, resolution, run_id, started, on_stage)
+        resolution = _keep_live_observations(workspace, site, observations, resolution, resolve_all, run_id)
     timings["resolve"] = time.perf_counter() - t
 
     if on_stage:
