@@ -290,6 +290,20 @@ def test_batches_every_interval(sender):
 # -- counters ------------------------------------------------------------------
 
 
+def test_decoding_problems_logged(sender, caplog):
+    caplog.set_level("WARNING", logger="twin.discovery.collector")
+    collector = start(CollectorSettings(batch_seconds=60, stats_interval=0.2))
+    address = ("127.0.0.1", collector.bound[0].port)
+    sender.sendto(b"\x00\x05\x00", address)  # a truncated v5 header
+    sender.sendto(b"hello, not a flow export", address)
+    wait_until(lambda: collector.counters()["malformed"] + collector.counters()["unsupported"] >= 2, "decoding")
+    finish(collector)
+
+    warnings = [record.getMessage() for record in caplog.records if "datagram from 127.0.0.1" in record.getMessage()]
+    assert len(warnings) == 2
+    assert any("offset 0" in message and "version" in message for message in warnings)
+
+
 def test_counters_and_stats_file(sender, tmp_path):
     seen = []
     stats_file = tmp_path / "stats" / "collector.json"

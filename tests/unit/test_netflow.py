@@ -507,6 +507,20 @@ def test_read_ipfix_file(tmp_path):
     assert problems[-1].offset == sum(len(m) for m in messages)
 
 
+def test_read_ipfix_file_cut_in_message(tmp_path):
+    template = flowset(2, ipfix_template(256, BASIC_FIELDS))
+    data = ipfix_message([flowset(256, basic_record("10.0.0.1", "10.0.1.1", 1, 2, 6, 2, 10, 1))], sequence=0)
+    path = tmp_path / "cut.ipfix"
+    whole = ipfix_message([template], sequence=0) + data
+    path.write_bytes(whole + data[: len(data) - 3])
+    table, problems, counters = read_ipfix_file(path)
+    assert table.num_rows == 1
+    assert counters.malformed == 1
+    assert problems[-1].offset == len(whole)
+    assert f"declares {len(data)} bytes but the file ends {len(data) - 3} bytes after it starts" in problems[-1].message
+    assert "the 2 messages before it are kept" in problems[-1].message
+
+
 # -- sFlow v5 ------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ yet (run ``twin build`` first, or pass ``--out``).
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -90,6 +91,11 @@ def flows(
     max_keys: int = typer.Option(1_000_000, "--max-keys", min=1, help="Edge and hour buckets held per batch; beyond it the smallest edges are evicted and counted."),
 ) -> None:
     """Receive flow exports over UDP and add them to the twin in batches, or write them as Parquet files."""
+    # A long-running collector shows its warnings (datagrams it cannot
+    # decode) even without -v; builds summarise theirs in a table instead.
+    collector_log = logging.getLogger("twin.discovery.collector")
+    if collector_log.getEffectiveLevel() > logging.WARNING:
+        collector_log.setLevel(logging.WARNING)
     from twin.discovery.collector import CollectorError, CollectorSettings, FlowCollector, parse_listen, write_batch_files
     from twin.model.site import load_site
 

@@ -64,6 +64,8 @@ DECODE_CHUNK_BYTES = 4 << 20
 EXPIRE_INTERVAL_S = 1.0
 # Seconds each thread waits for input before it checks whether to stop.
 POLL_S = 0.1
+# Decoding problems logged as warnings per statistics report; the rest are counted.
+PROBLEMS_LOGGED = 5
 # Seconds the stop waits for the writer to store the last batch.
 FINAL_WRITE_TIMEOUT_S = 300.0
 
@@ -239,6 +241,7 @@ class FlowCollector:
         self.settings.check()
         self.on_batch = on_batch
         self.on_stats = on_stats
+        self._problems_reported = 0
         self.stats_file = Path(stats_file) if stats_file else None
         if decoder is None:
             from twin.discovery.netflow import FlowDecoder
@@ -642,6 +645,25 @@ class FlowCollector:
 
     # -- statistics ---------------------------------------------------------
 
+    def _log_problems(self) -> None:
+        """Log the decoder problems found since the last report: the newest few, and a count of the rest."""
+        total = getattr(self.decoder, "problems_total", None)
+        problems = getattr(self.decoder, "problems", None)
+        if total is None or problems is None:
+            return
+        new = total - self._problems_reported
+        self._problems_reported = total
+        if new <= 0:
+            return
+        recent = list(problems)[-min(new, PROBLEMS_LOGGED, len(problems)):]
+        for problem in recent:
+            log.warning(
+                "flow collector: datagram from %s, offset %d, field %s: %s",
+                problem.exporter, problem.offset, problem.field, problem.message,
+            )
+        if new > len(recent):
+            log.warning("flow collector: %d more decoding problems since the last report (counted as malformed, unsupported or undecodable)", new - len(recent))
+
     def _report_stats(self) -> None:
         with self._stats_lock:
             counters = self.counters()
@@ -650,6 +672,7 @@ class FlowCollector:
                 counters["received"], counters["dropped"], counters["decoded"], counters["records"],
                 counters["waiting_for_template"], counters["undecodable"],
             )
+            self._log_problems()
             if self.stats_file is not None:
                 _write_json(self.stats_file, counters)
             if self.on_stats is not None:

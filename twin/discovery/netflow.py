@@ -485,6 +485,8 @@ class FlowDecoder:
         self.pending_max_bytes = pending_max_bytes
         self.counters = DecoderCounters()
         self.problems: deque[FlowProblem] = deque(maxlen=max_problems)
+        # Problems found since the decoder was made, including those the bounded deque let go.
+        self.problems_total = 0
         self._domains: dict[tuple[str, int, int], _DomainState] = {}
         self._pending: deque[_Pending] = deque()
         self._pending_keys: dict[tuple[str, int, int, int], int] = {}
@@ -580,6 +582,7 @@ class FlowDecoder:
 
     def _problem(self, exporter: str, offset: int, field_name: str, message: str) -> None:
         self.problems.append(FlowProblem(exporter, offset, field_name, message))
+        self.problems_total += 1
 
     def _table(self, output: _Output) -> pa.Table:
         try:
@@ -1080,13 +1083,24 @@ def read_ipfix_file(path: str | Path, decoder: FlowDecoder | None = None) -> tup
             return empty_records(), [], decoder.counters
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
             offset = 0
+            messages = 0
             while offset < size:
                 if size - offset < _IPFIX_HEADER.size:
                     decoder._problem(exporter, offset, "header", f"{size - offset} bytes at the end of the file are too short for an IPFIX message header")
                     decoder.counters.malformed += 1
                     break
                 version, length, export_time, _, _ = _IPFIX_HEADER.unpack_from(view, offset)
-                if version != _VERSION_IPFIX or length < _IPFIX_HEADER.size or offset + length > size:
+                if version == _VERSION_IPFIX and length >= _IPFIX_HEADER.size and offset + length > size:
+                    decoder._problem(
+                        exporter,
+                        offset,
+                        "length",
+                        f"the last IPFIX message is cut off: its header declares {length} bytes but the file ends "
+                        f"{size - offset} bytes after it starts; the {messages} messages before it are kept",
+                    )
+                    decoder.counters.malformed += 1
+                    break
+                if version != _VERSION_IPFIX or length < _IPFIX_HEADER.size:
                     decoder._problem(
                         exporter,
                         offset,
@@ -1098,6 +1112,7 @@ def read_ipfix_file(path: str | Path, decoder: FlowDecoder | None = None) -> tup
                 decoder.expire(float(export_time))
                 decoder._decode_datagram(view[offset : offset + length], exporter, float(export_time), offset, output)
                 offset += length
+                messages += 1
     decoder.expire(math.inf)
     table = decoder._table(output)
     return table, list(decoder.problems), decoder.counters

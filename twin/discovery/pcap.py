@@ -171,6 +171,15 @@ class CaptureRead:
 # Public functions
 
 
+def _kept(count: int) -> str:
+    """Return the clause saying how many packets before a cut were kept."""
+    if count == 0:
+        return "no packets come before it"
+    if count == 1:
+        return "the 1 packet before it is kept"
+    return f"the {count} packets before it are kept"
+
+
 def iter_packets(path: str | Path, problems: list[FlowProblem] | None = None) -> Iterator[Packet]:
     """Yield the packets of a pcap or pcapng file in file order.
 
@@ -399,7 +408,7 @@ def _index_pcap(capture: _Capture, endian: str, resolution: float) -> _Index:
             _problem(
                 capture, position, "incl_len",
                 f"the last packet is cut off: its record declares {caplen} bytes but the file ends after "
-                f"{size - position - 16}; the {len(records)} packets before it are kept",
+                f"{size - position - 16}; {_kept(len(records))}",
             )
             break
         append(position)
@@ -408,7 +417,7 @@ def _index_pcap(capture: _Capture, endian: str, resolution: float) -> _Index:
         if position < size:
             _problem(
                 capture, position, "header",
-                f"the file ends inside a packet record header ({size - position} of 16 bytes); the {len(records)} packets before it are kept",
+                f"the file ends inside a packet record header ({size - position} of 16 bytes); {_kept(len(records))}",
             )
 
     record = np.array(records, dtype=np.int64)
@@ -457,7 +466,7 @@ def _index_pcapng(capture: _Capture) -> _Index:
     position = 0
     while position < size:
         if size - position < 12:
-            _problem(capture, position, "block", f"the file ends inside a block header ({size - position} of 12 bytes); the {len(records)} packets before it are kept")
+            _problem(capture, position, "block", f"the file ends inside a block header ({size - position} of 12 bytes); {_kept(len(records))}")
             break
         block_type, length = block_header(buffer, position)
         if block_type == _PCAPNG_SECTION:
@@ -481,7 +490,7 @@ def _index_pcapng(capture: _Capture) -> _Index:
             _problem(
                 capture, position, "block_total_length",
                 f"the last block (type 0x{block_type:x}) is cut off: it declares {length} bytes but the file ends after "
-                f"{size - position}; the {len(records)} packets before it are kept",
+                f"{size - position}; {_kept(len(records))}",
             )
             break
         (trailer,) = trailer_field(buffer, position + length - 4)
