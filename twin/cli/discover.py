@@ -265,7 +265,7 @@ def snmp(
     into one snapshot. Devices that an earlier crawl found and this one did
     not are kept and marked stale.
 
-    Exit status: 0 every walked device answered; 1 a device did not answer,
+    Exit status: 0 every walked device responded; 1 a device did not respond,
     a walk had issues or a seed was rejected; 2 usage or configuration error.
     """
     from twin.discovery.crawl import plan_seeds, run_crawl, site_credentials, walk_settings
