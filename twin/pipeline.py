@@ -27,7 +27,15 @@ from twin.graph.embedded import EmbeddedStore
 from twin.model.observation import ImportResult
 from twin.model.site import SiteConfig, load_site
 from twin.resolve import resolve
-from twin.resolve.stale import absent_devices, absent_walks, carry_forward, mark_stale, previous_live_observations, stale_devices
+from twin.resolve.stale import (
+    LIVE_ORIGIN_PREFIX,
+    absent_devices,
+    absent_walks,
+    carry_forward,
+    mark_stale,
+    previous_live_observations,
+    stale_devices,
+)
 
 __all__ = ["BuildResult", "build", "find_discovery_files", "new_run_id", "SKIPPED_NAMES"]
 
@@ -39,10 +47,11 @@ COLLECTED_ORIGIN_PREFIX = "udp://"
 # Files in a site folder that are never discovery input: the configuration,
 # notes, and the ground truth that sample sites carry beside their data.
 # No discovery format is YAML, so proposed policies and other YAML files
-# beside site.yaml are configuration too.
+# beside site.yaml are configuration too, and a workspace kept in the site
+# folder (SQLite with its WAL files) is the build's output, not input.
 SKIPPED_NAMES = {"site.yaml", "site.yml", "readme.md", "readme.txt"}
 SKIPPED_PREFIXES = ("ground_truth",)
-SKIPPED_SUFFIXES = (".yaml", ".yml")
+SKIPPED_SUFFIXES = (".yaml", ".yml", ".sqlite", ".sqlite-wal", ".sqlite-shm")
 # Issues kept per file in the store and the report; the rest are counted.
 MAX_ISSUES_PER_FILE = 200
 # Worker processes for importing files (TWIN_IMPORT_WORKERS, default: the
@@ -226,18 +235,20 @@ def _keep_live_observations(workspace, site, observations, resolution, resolve_a
     # kept in the site folder) is not carried, so it is not counted twice.
     uncovered = absent_walks(previous, observations, files=True)
     carried = [observation for observation, _, _ in previous if observation.origin in uncovered]
-    if not carried:
-        return resolution
     fresh_count = len(observations)
-    observations.extend(carried)
-    resolution = resolve_again()
-    touched_by_files = {
+    if carried:
+        observations.extend(carried)
+        resolution = resolve_again()
+    # Files refresh the devices they name, except crawl recordings: a
+    # recording of an earlier crawl says no more than that crawl did.
+    named_by_files = {
         device_id
-        for pair in resolution.observation_devices[:fresh_count]
+        for observation, pair in zip(observations[:fresh_count], resolution.observation_devices[:fresh_count])
+        if not observation.origin.startswith(LIVE_ORIGIN_PREFIX)
         for device_id in pair
         if device_id
     }
-    stale = (was_stale & set(resolution.twin.devices["device_id"])) - touched_by_files
+    stale = (was_stale & set(resolution.twin.devices["device_id"])) - named_by_files
     mark_stale(resolution.twin, stale)
     resolution.stats["stale_devices"] = len(stale)
     resolution.stats["carried_observations"] = len(carried)

@@ -128,6 +128,14 @@ def test_ipfix_data_alone_is_explained():
     assert any("template never arrived" in issue.message for issue in result.issues)
 
 
+def test_ipfix_templates_alone_are_explained():
+    result = import_path(corpus(IPFIX_TEMPLATES))
+
+    assert result.records_read == 0
+    assert result.counts["templates"] > 0
+    assert any("templates and no flow records" in issue.message for issue in result.issues)
+
+
 def test_ipfix_file():
     path = corpus(IPFIX_FILE)
     expected = flow_sources(path)

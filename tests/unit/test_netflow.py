@@ -572,4 +572,4 @@ def test_unsupported_version_counted():
     assert decoder.counters.unsupported_datagrams == 1
     assert decoder.counters.malformed == 1
     assert decoder.counters.datagrams == 2
-    assert "version 7" in decoder.problems[0].message
+    assert "version field 7 (0x7)" in decoder.problems[0].message

@@ -11,6 +11,8 @@ def test_yaml_configuration_is_not_discovery_input(tmp_path):
     (tmp_path / "notes.yml").write_text("a: 1\n", encoding="utf-8")
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "mystery.bin").write_bytes(b"\x00\x01junk")
+    for name in ("ws.sqlite", "ws.sqlite-wal", "ws.sqlite-shm"):
+        (tmp_path / name).write_bytes(b"SQLite format 3\x00")
     names = {path.name for path, _ in find_discovery_files(tmp_path)}
     assert names == {"mystery.bin"}
 

@@ -451,6 +451,48 @@ def test_recording_in_site_not_doubled(tmp_path):
     )
 
 
+def test_recordings_in_site_keep_stale(tmp_path):
+    # Recordings kept in the site folder (the README's layout) with plain
+    # builds between crawls: a device the second crawl misses is stale in
+    # that crawl's snapshot and stays stale in the next plain build.
+    site_dir = _site_dir(tmp_path)
+    workspace = tmp_path / "ws.sqlite"
+    devices = chain(3)
+    site = parse_site((site_dir / "site.yaml").read_text(), str(site_dir / "site.yaml"))
+    record_dir = site_dir / "snmp" / "recorded"
+
+    def crawl_and_build(answering):
+        crawl = crawl_with(site, RecordedWalks(answering), record_dir=record_dir)
+        return build(site_dir, workspace, extra_results=crawl.results, live_crawl=True, exclude_dirs=[record_dir])
+
+    crawl_and_build(devices)
+    build(site_dir, workspace)
+    second = crawl_and_build(devices[:2])
+    by_name, _ = _devices_by_name(workspace)
+    assert by_name["sw3"].stale
+    assert not by_name["sw2"].stale
+    assert second.stats["stale_devices"] >= 1
+
+    plain = build(site_dir, workspace)
+    after, _ = _devices_by_name(workspace)
+    assert set(after) == set(by_name)
+    assert after["sw3"].stale
+    assert not after["sw1"].stale
+    assert plain.stats["stale_devices"] == second.stats["stale_devices"]
+
+
+def test_recording_imports_with_live_provenance(tmp_path):
+    devices = chain(1)
+    result = crawl_with(site_config(), RecordedWalks(devices), record_dir=tmp_path / "rec", run_id="crawl-prov-1")
+    replay = snmp.import_file(result.recorded[0])
+    live = result.results[0]
+    assert {o.origin for o in replay.observations} == {"snmp://10.231.0.1:161"}
+    assert [(o.origin, o.seen_at, o.evidence) for o in replay.observations] == [
+        (o.origin, o.seen_at, o.evidence) for o in live.observations
+    ]
+    assert replay.path == str(result.recorded[0])
+
+
 def test_build_without_crawl_has_no_stale(tmp_path):
     site_dir = _site_dir(tmp_path)
     workspace = tmp_path / "ws.sqlite"

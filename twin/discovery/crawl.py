@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 from twin.discovery.scope import OutOfScope, ScopeGuard, guard_for
-from twin.discovery.snmp import transform_varbinds
+from twin.discovery.snmp import LIVE_COLLECTOR, LIVE_ORIGIN_SCHEME, add_live_provenance, transform_varbinds
 from twin.discovery.snmp_live import (
     SnmpCredentials,
     WalkIssue,
@@ -70,8 +70,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COLLECTOR = "snmp-live"
-ORIGIN_SCHEME = "snmp://"
+COLLECTOR = LIVE_COLLECTOR
+ORIGIN_SCHEME = LIVE_ORIGIN_SCHEME
 
 # Seconds added to the device time cap before the crawl cancels a walk that
 # did not stop by itself (the walker enforces the cap between requests, so
@@ -255,13 +255,7 @@ def _transform(walk: WalkResult, run_id: str) -> ImportResult:
     # importing the recording gives the same observation times.
     seen_at = float(int(walk.finished_at))
     result = transform_varbinds(walk.varbinds, path=live_origin(walk.target), seen_at=seen_at)
-    provenance = {"collector": COLLECTOR, "crawl_run_id": run_id, "target": walk.target}
-    for observation in result.observations:
-        observation.evidence = {**observation.evidence, **provenance}
-        if observation.kind == Kind.DEVICE:
-            observation.evidence["snmp_credentials"] = walk.credentials
-            if walk.engine_id:
-                observation.evidence["snmp_engine_id"] = walk.engine_id.hex()
+    add_live_provenance(result, walk.target, run_id, walk.credentials, walk.engine_id.hex() if walk.engine_id else None)
     return result
 
 

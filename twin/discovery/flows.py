@@ -381,6 +381,12 @@ def import_capture(
             f"{undecodable} data sets were not decoded because their template never arrived; when templates and "
             "data are in separate captures, merge them in time order first (mergecap -w merged.pcap a.pcap b.pcap)"
         )
+    templates = read.counters.get("templates", 0)
+    if templates and not read.records.num_rows and not undecodable:
+        notes.append(
+            f"the capture holds {templates} templates and no flow records; its data may be in another capture, "
+            "so merge them in time order (mergecap -w merged.pcap a.pcap b.pcap)"
+        )
     for message in notes:
         result.issues.append(ImportIssue(str(path), message, severity="info"))
 

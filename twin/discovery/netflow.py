@@ -566,7 +566,10 @@ class FlowDecoder:
                 counters.unsupported += 1
                 counters.unsupported_datagrams += 1
                 first = _U32.unpack_from(data, 0)[0] if version == 0 else version
-                self._problem(exporter, base, "version", f"unsupported flow export version {first}; expected NetFlow v5, v9, IPFIX or sFlow v5")
+                self._problem(
+                    exporter, base, "version",
+                    f"not a supported flow export: version field {first} (0x{first:x}); expected NetFlow v5, v9, IPFIX or sFlow v5",
+                )
                 return
         except _Malformed as error:
             counters.malformed += 1

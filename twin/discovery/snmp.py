@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -88,6 +89,10 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "snmp"
 FORMATS = ("snmprec", "snmpwalk")
+# Collector name and origin scheme of live walks (twin discover snmp); a
+# recording of a live walk imports with the same provenance.
+LIVE_COLLECTOR = "snmp-live"
+LIVE_ORIGIN_SCHEME = "snmp://"
 
 # Maximum number of MAC addresses put in the walked device's Identity
 # (bridge base address first, then interface MACs in ifIndex order).
@@ -194,7 +199,16 @@ def transform(
     else:
         varbinds = parse_snmpwalk(text, parse_issues)
 
-    result = transform_varbinds(varbinds, path=path, seen_at=seen_at)
+    header = recording_header(text) if fmt == "snmprec" else None
+    if header is not None and origin is None:
+        # A recording of `twin discover snmp --record` imports as the live
+        # walk it saved: same origin, time and provenance, so crawls and
+        # file builds agree on which devices were walked and when.
+        result = transform_varbinds(varbinds, path=LIVE_ORIGIN_SCHEME + header.target, seen_at=header.seen_at or seen_at)
+        add_live_provenance(result, header.target, header.run_id, header.profile, header.engine_id)
+        result.path = path
+    else:
+        result = transform_varbinds(varbinds, path=path, seen_at=seen_at)
     result.issues[:0] = parse_issues.issues
     result.records_skipped += parse_issues.records_skipped
     logger.info(
@@ -206,6 +220,53 @@ def transform(
         result.records_skipped,
     )
     return result
+
+
+class RecordingHeader(NamedTuple):
+    """Provenance lines at the top of a crawl's recording (``# key: value``)."""
+
+    target: str
+    run_id: str
+    seen_at: float | None
+    profile: str | None
+    engine_id: str | None
+
+
+def recording_header(text: str) -> RecordingHeader | None:
+    """Return the provenance of a ``twin discover snmp --record`` file, or None for any other walk.
+
+    A recording starts with ``# key: value`` lines that include ``target``
+    and ``run id``; ``time`` is the walk's end in ISO 8601.
+    """
+    fields: dict[str, str] = {}
+    for line in text.split("\n", 16)[:16]:
+        if not line.startswith("# "):
+            break
+        key, colon, value = line[2:].partition(":")
+        if colon:
+            fields[key.strip().lower()] = value.strip()
+    if not fields.get("target") or not fields.get("run id"):
+        return None
+    seen_at = None
+    if fields.get("time"):
+        try:
+            seen_at = datetime.fromisoformat(fields["time"]).timestamp()
+        except ValueError:
+            seen_at = None
+    return RecordingHeader(fields["target"], fields["run id"], seen_at, fields.get("profile") or None, fields.get("engine id") or None)
+
+
+def add_live_provenance(
+    result: ImportResult, target: str, run_id: str, profile: str | None, engine_id: str | None
+) -> None:
+    """Add the live crawl's provenance (collector, crawl run id, target, profile, engine id) to every observation's evidence."""
+    provenance = {"collector": LIVE_COLLECTOR, "crawl_run_id": run_id, "target": target}
+    for observation in result.observations:
+        observation.evidence = {**observation.evidence, **provenance}
+        if observation.kind == Kind.DEVICE:
+            observation.evidence["snmp_credentials"] = profile
+            if engine_id:
+                observation.evidence["snmp_engine_id"] = engine_id
 
 
 def import_file(path: str | Path, fmt: str | None = None, **options: Any) -> ImportResult:
