@@ -46,8 +46,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 echo "installing: ${missing[*]}"
-# A policy-rc.d that refuses every start keeps the daemons from starting in
-# the root namespace during the install; an existing one is left as it is.
+# A policy-rc.d that rejects every start keeps the daemons from starting in
+# the root namespace during the install. An existing one is left as it is.
 made_policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d

@@ -16,9 +16,9 @@ Merge rules
   and flows added, the earlier ``first_seen`` and the later ``last_seen``,
   the batch's source added to ``sources`` and the new run id.
 * An internal address that no device has becomes a flow-only device, as
-  in a full build: the resolver's identity record for a flow address, its
-  class from the ports it receives flows on, its segment by CIDR and the
-  site's criticality rules.
+  in a full build. It gets the resolver's identity record for a flow
+  address, a class from the ports it receives flows on, a segment by CIDR
+  and the site's criticality rules.
 * External addresses become ``externals`` rows, and TCP/UDP destination
   ports of devices become ``services`` rows, as the resolver makes them.
 """

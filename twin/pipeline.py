@@ -239,8 +239,8 @@ def _keep_live_observations(workspace, site, observations, resolution, resolve_a
     if carried:
         observations.extend(carried)
         resolution = resolve_again()
-    # Files refresh the devices they name, except crawl recordings: a
-    # recording of an earlier crawl says no more than that crawl did.
+    # Files refresh the devices they name, except crawl recordings, because
+    # a recording of an earlier crawl contains no more than that crawl did.
     named_by_files = {
         device_id
         for observation, pair in zip(observations[:fresh_count], resolution.observation_devices[:fresh_count])

@@ -184,7 +184,7 @@ def test_command_module_imported_first_still_registers(module):
 
 def test_build_notes_external_only_flows(tmp_path):
     # Flow rows between two addresses outside the site make no
-    # communication; the build says how many were left out.
+    # communication, so the build prints how many were left out.
     site = tmp_path / "site"
     shutil.copytree(SAMPLES / "violating", site)
     rows = [

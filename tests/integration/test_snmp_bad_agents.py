@@ -110,7 +110,7 @@ def test_large_bulk_shrinks_and_completes(agent_log, caplog, mode):
     assert result.answered
     assert walked(result) == expected_varbinds(mode)
     assert all(result.complete.values())
-    # One warning names the device and says the walk recovered; nothing else went wrong.
+    # One warning names the device and reports that the walk recovered, and no other issue is raised.
     recovered_kind = "too_big" if mode == "too_big" else "timeout"
     warnings = [issue for issue in result.issues if issue.kind == recovered_kind]
     assert len(warnings) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import Counter
 import sys
 import threading
 from pathlib import Path
@@ -103,7 +104,7 @@ def flows(
         addresses = [parse_listen(text) for text in (listen or [DEFAULT_LISTEN])]
     except CollectorError as exc:
         raise typer.BadParameter(str(exc), param_hint="--listen") from None
-    repeated = sorted({str(a) for a in addresses if sum(str(b) == str(a) for b in addresses) > 1})
+    repeated = sorted(text for text, count in Counter(str(a) for a in addresses).items() if count > 1)
     if repeated:
         raise typer.BadParameter(f"{', '.join(repeated)} given more than once; give each address once", param_hint="--listen")
     try:

@@ -401,16 +401,23 @@ def _edge_codes(buckets: dict[str, np.ndarray]) -> np.ndarray:
 # Output frames
 
 
+def _key_columns(rows: dict[str, np.ndarray]) -> dict[str, object]:
+    """Return the edge key columns (src_ip, dst_ip, proto, dst_port) as text and integers."""
+    return {
+        "src_ip": _address_text(rows["src_hi"], rows["src_lo"]),
+        "dst_ip": _address_text(rows["dst_hi"], rows["dst_lo"]),
+        "proto": _protocol_text(rows["proto"]),
+        "dst_port": rows["dst_port"].astype(np.int64),
+    }
+
+
 def _edge_frame(buckets: dict[str, np.ndarray], buckets_have_hours: bool) -> pd.DataFrame:
     edges = buckets if not buckets_have_hours else _group(buckets, _EDGE_KEY)[0]
     order = np.argsort(-edges["bytes"].astype(np.float64), kind="stable")
     edges = {name: values[order] for name, values in edges.items()}
     return pd.DataFrame(
         {
-            "src_ip": _address_text(edges["src_hi"], edges["src_lo"]),
-            "dst_ip": _address_text(edges["dst_hi"], edges["dst_lo"]),
-            "proto": _protocol_text(edges["proto"]),
-            "dst_port": edges["dst_port"].astype(np.int64),
+            **_key_columns(edges),
             "bytes": edges["bytes"].astype(np.int64),
             "packets": edges["packets"].astype(np.int64),
             "flows": edges["flows"].astype(np.int64),
@@ -427,10 +434,7 @@ def _hour_frame(buckets: dict[str, np.ndarray]) -> pd.DataFrame:
     rows = {name: values[order] for name, values in buckets.items()}
     return pd.DataFrame(
         {
-            "src_ip": _address_text(rows["src_hi"], rows["src_lo"]),
-            "dst_ip": _address_text(rows["dst_hi"], rows["dst_lo"]),
-            "proto": _protocol_text(rows["proto"]),
-            "dst_port": rows["dst_port"].astype(np.int64),
+            **_key_columns(rows),
             "hour": rows["hour"].astype(np.int64),
             "bytes": rows["bytes"].astype(np.int64),
             "packets": rows["packets"].astype(np.int64),
