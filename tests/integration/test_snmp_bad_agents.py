@@ -82,6 +82,46 @@ def test_normal_agent_walks_completely(agent_log):
     assert all(result.complete.values())
 
 
+def bulk_starts(agent) -> list[str]:
+    """First OID of every GETBULK the agent logged, oldest first."""
+    return [record["oid"] for record in agent.requests() if record["pdu"] == "GetBulkRequestPDU"]
+
+
+def test_empty_roots_cost_no_request(agent_log):
+    # Roots are walked in OID order, so a response that runs past one root
+    # already shows whether the next roots hold anything.
+    rows = expected_varbinds("normal")
+    empty = [(name, root) for name, root in snmp_live.WALK_ROOTS if not any(oid[: len(root)] == root for oid, _, _ in rows)]
+    assert len(empty) >= 5, "the data set should leave several roots empty"
+    with start_bad_agent("normal", agent_log) as agent:
+        result = walk(agent)
+    # Read after the agent stopped: it logs a request after answering it.
+    starts = bulk_starts(agent)
+    assert walked(result) == rows
+    assert all(result.complete[name] for name, _ in empty)
+    assert not {oid_text(root) for _, root in empty} & set(starts)
+    # Every request starts at a root or at an OID the agent returned before.
+    returned = {oid_text(oid) for oid, _, _ in rows}
+    assert set(starts) <= returned | {oid_text(root) for _, root in snmp_live.WALK_ROOTS}
+    assert len(starts) < len(snmp_live.WALK_ROOTS)
+
+
+@pytest.mark.parametrize("repetitions", [10, 25, 60])
+def test_rows_between_roots_are_left_out(agent_log, repetitions):
+    # ifTable and ipNetToMediaTable lie between system and dot1dBase: the
+    # system group's last response runs into them, and none may be kept.
+    roots = [("system", (1, 3, 6, 1, 2, 1, 1)), ("dot1dBase", (1, 3, 6, 1, 2, 1, 17, 1))]
+    settings = snmp_live.WalkSettings(timeout_s=0.5, retries=0, max_repetitions=repetitions, min_repetitions=1)
+    with start_bad_agent("normal", agent_log) as agent:
+        result = asyncio.run(snmp_live.walk_device("127.0.0.1", agent.port, CREDENTIALS, settings, roots=roots))
+    starts = bulk_starts(agent)
+    expected = [row for row in expected_varbinds("normal") if any(row[0][: len(root)] == root for _, root in roots)]
+    assert walked(result) == expected
+    assert result.issues == []
+    assert all(result.complete.values())
+    assert oid_text(roots[1][1]) in starts
+
+
 def test_backwards_keeps_rows_before_bad_oid(agent_log):
     with start_bad_agent("backwards", agent_log) as agent:
         result = walk(agent)

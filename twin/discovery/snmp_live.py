@@ -1,4 +1,4 @@
-"""Live SNMP walker: GETBULK (v2c, v3) and GETNEXT (v1) walks with pysnmp 7 asyncio.
+"""Live SNMP walker: GETBULK (v2c, v3) and GETNEXT (v1) walks.
 
 :func:`walk_device` walks, on one agent, the tables that
 :func:`twin.discovery.snmp.transform_varbinds` reads (:data:`WALK_ROOTS`).
@@ -22,9 +22,11 @@ Behaviour of one walk:
   tooBig, authentication failures and an empty MIB view are separate
   :class:`WalkIssue` kinds, each logged with the device ``host:port``.
 
-v1 and v2c walks running in one event loop share one pysnmp ``SnmpEngine``
-(creating one costs about 60 ms of CPU with pysnmp 7.1). Every v3 walk gets
-its own engine, because pysnmp keeps USM time-window state per remote engine
+v1 and v2c messages go through :mod:`twin.discovery.snmp_wire`, a BER codec
+that decodes a response straight into importer values; pysnmp 7 (asyncio)
+handles SNMPv3, whose USM needs its engine. pysnmp with pyasn1 costs about
+135 µs of CPU per varbind, the codec about 10 µs. Every v3 walk gets its own
+pysnmp engine, because pysnmp keeps USM time-window state per remote engine
 id, and two devices that share an engine id must not disturb each other.
 """
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from twin.discovery import mib
+from twin.discovery import mib, snmp_wire
 from twin.discovery.snmp import (
     COUNTER32,
     COUNTER64,
@@ -407,33 +409,6 @@ def _hlapi():
     return hlapi
 
 
-class _SharedEngine:
-    """One SnmpEngine per event loop for v1/v2c walks, closed when no walk uses it."""
-
-    engines: dict[int, tuple[Any, int]] = {}
-
-    @classmethod
-    def acquire(cls) -> Any:
-        key = id(asyncio.get_running_loop())
-        engine, users = cls.engines.get(key, (None, 0))
-        if engine is None:
-            engine = _hlapi().SnmpEngine()
-        cls.engines[key] = (engine, users + 1)
-        return engine
-
-    @classmethod
-    def release(cls, engine: Any) -> None:
-        key = id(asyncio.get_running_loop())
-        current, users = cls.engines.get(key, (None, 0))
-        if current is not engine:
-            return
-        if users <= 1:
-            del cls.engines[key]
-            _close_engine(engine)
-        else:
-            cls.engines[key] = (engine, users - 1)
-
-
 def _close_engine(engine: Any) -> None:
     try:
         engine.close_dispatcher()
@@ -441,8 +416,8 @@ def _close_engine(engine: Any) -> None:
         logger.debug("closing SNMP engine failed: %s", error)
 
 
-def _auth_data(credentials: SnmpCredentials) -> Any:
-    hlapi = _hlapi()
+def _check_profile(credentials: SnmpCredentials) -> None:
+    """Raise ValueError for an unknown version or protocol name."""
     if credentials.version not in VERSIONS:
         raise ValueError(f"credentials {credentials.name!r}: invalid SNMP version {credentials.version!r}; expected 1, 2c or 3")
     if credentials.auth_protocol not in (None, *AUTH_PROTOCOLS) or credentials.priv_protocol not in (None, *PRIV_PROTOCOLS):
@@ -450,8 +425,12 @@ def _auth_data(credentials: SnmpCredentials) -> Any:
             f"credentials {credentials.name!r}: invalid protocol {credentials.auth_protocol!r}/{credentials.priv_protocol!r}; "
             f"expected one of {', '.join(AUTH_PROTOCOLS)} and {', '.join(PRIV_PROTOCOLS)}"
         )
-    if credentials.version in ("1", "2c"):
-        return hlapi.CommunityData(credentials.community or "", mpModel=0 if credentials.version == "1" else 1)
+
+
+def _auth_data(credentials: SnmpCredentials) -> Any:
+    """pysnmp's USM user of a v3 profile."""
+    hlapi = _hlapi()
+    _check_profile(credentials)
     auth_protocols = {
         "md5": hlapi.USM_AUTH_HMAC96_MD5,
         "sha": hlapi.USM_AUTH_HMAC96_SHA,
@@ -492,16 +471,39 @@ _AUTH_ERRORS = (
 
 
 @dataclass
+class _Failure:
+    """A request that got no usable response: ``kind`` is one of :data:`ISSUE_KINDS`."""
+
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# (oid, value type, value) as :class:`twin.discovery.snmp_wire.Response` holds them.
+_Bound = tuple[tuple[int, ...], str | None, Any]
+
+
+@dataclass
 class _Session:
-    """Engine, credentials and transport target of one walk."""
+    """Credentials and transport of one walk.
+
+    A v1/v2c session talks through ``client`` (the module's own codec); a v3
+    session through pysnmp's ``engine``, ``auth``, ``target`` and ``context``.
+    """
 
     device: str
-    engine: Any
-    auth: Any
-    target: Any
-    context: Any
     version: str
     issues: list[WalkIssue]
+    client: Any = None
+    community: bytes = b""
+    timeout_s: float = 2.0
+    retries: int = 1
+    engine: Any = None
+    auth: Any = None
+    target: Any = None
+    context: Any = None
     # pysnmp target name of auth + target, registered on the first request.
     address_name: str | None = None
     generators: dict[str, Any] = field(default_factory=dict)
@@ -528,17 +530,43 @@ class _Session:
         )
 
 
-async def _request(session: _Session, pdu: str, oids: Sequence[tuple[int, ...]], repetitions: int = 0) -> tuple[Any, Any, Any, Sequence]:
-    """Send one GET, GETNEXT or GETBULK (``pdu``) and return pysnmp's response tuple.
+async def _request(
+    session: _Session, pdu: str, oids: Sequence[tuple[int, ...]], repetitions: int = 0
+) -> tuple[_Failure | None, int, int, list[_Bound]]:
+    """Send one GET, GETNEXT or GETBULK (``pdu``); return ``(failure, error-status, error-index, varbinds)``.
 
-    Returns ``(error_indication, error_status, error_index, varbinds)`` as
-    pysnmp's hlapi ``get_cmd``, ``next_cmd`` and ``bulk_cmd`` with
-    ``lookupMib=False`` return it. The hlapi functions resolve every request
-    OID through a MIB view and register the target on every call. With
-    pysnmp 7.1.30 the first resolution in an engine loads the MIB compiler
-    (0.27 s of CPU, measured on a 2-core development machine), and every v3
-    walk has its own engine. The walker therefore calls pysnmp's command
-    generators directly with numeric OIDs.
+    ``varbinds`` are ``(oid, value type, value)`` with the types of
+    :func:`twin.discovery.snmp.parse_snmprec`; the type is None for a value
+    with no snmprec form.
+    """
+    if session.client is None:
+        return await _pysnmp_request(session, pdu, oids, repetitions)
+    try:
+        response = await session.client.request(
+            0 if session.version == "1" else 1,
+            session.community,
+            pdu,
+            oids,
+            max_repetitions=repetitions,
+            timeout_s=session.timeout_s,
+            retries=session.retries,
+        )
+    except snmp_wire.RequestTimeout as timeout:
+        return _Failure("decode" if timeout.undecodable else "timeout", f"{timeout}"), 0, 0, []
+    return None, response.error_status, response.error_index, response.varbinds
+
+
+async def _pysnmp_request(
+    session: _Session, pdu: str, oids: Sequence[tuple[int, ...]], repetitions: int
+) -> tuple[_Failure | None, int, int, list[_Bound]]:
+    """:func:`_request` through pysnmp (SNMPv3).
+
+    The hlapi functions resolve every request OID through a MIB view and
+    register the target on every call. With pysnmp 7.1.30 the first
+    resolution in an engine loads the MIB compiler (0.27 s of CPU, measured
+    on a 2-core development machine), and every v3 walk has its own engine.
+    This function therefore calls pysnmp's command generators directly with
+    numeric OIDs.
     """
     from pysnmp.entity.rfc3413 import cmdgen
     from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
@@ -563,7 +591,17 @@ async def _request(session: _Session, pdu: str, oids: Sequence[tuple[int, ...]],
         generator.send_varbinds(*common, 0, repetitions, request, deliver)
     else:
         generator.send_varbinds(*common, request, deliver)
-    return await future
+    indication, status, index, varbinds = await future
+    if indication:
+        return _Failure(_error_kind(indication), str(indication)), 0, 0, []
+    converted: list[_Bound] = []
+    for oid, value in varbinds:
+        try:
+            converted.append((tuple(oid), *_convert(value)))
+        except ValueError:
+            tag = value.tagSet[0]
+            converted.append((tuple(oid), None, int(tag.tagClass | tag.tagFormat | tag.tagId)))
+    return None, int(status or 0), int(index or 0), converted
 
 
 def _error_kind(indication: Any) -> str:
@@ -626,54 +664,42 @@ async def walk_device(
         result.finished_at = time.time()
         return result
 
-    hlapi = _hlapi()
-    auth_data = [_auth_data(profile) for profile in credentials]
+    for profile in credentials:
+        _check_profile(profile)
+    transports = _Transports(host, port, settings)
     try:
-        target = await _transport_target(hlapi, host, port, settings)
-    except Exception as error:  # pysnmp wraps resolver and socket errors in PySnmpError
-        message = f"{device}: cannot open an SNMP transport to {host!r} ({error}); check the address"
-        result.issues.append(WalkIssue(device, "transport", message))
-        logger.warning("SNMP walk of %s: %s", device, message)
-        result.finished_at = time.time()
-        return result
-
-    for profile, auth in zip(credentials, auth_data):
-        session_issues: list[WalkIssue] = []
-        shared = profile.version != "3"
-        engine = _SharedEngine.acquire() if shared else hlapi.SnmpEngine()
-        learned: dict[str, bytes] = {}
-        observer = None
-        if not shared:
-            observer = _engine_id_observer(learned)
-            engine.observer.register_observer(observer, "rfc3412.prepareDataElements:response")
-        session = _Session(
-            device=device,
-            engine=engine,
-            auth=auth,
-            target=target,
-            context=hlapi.ContextData(contextName=profile.context.encode()),
-            version=profile.version,
-            issues=session_issues,
-        )
-        try:
-            answered, engine_id = await _probe(session, profile)
-            if not answered:
+        for profile in credentials:
+            session_issues: list[WalkIssue] = []
+            try:
+                session = await transports.session(device, profile, session_issues)
+            except Exception as error:  # pysnmp wraps resolver and socket errors in PySnmpError; asyncio raises OSError
+                message = f"{device}: cannot open an SNMP transport to {host!r} ({error}); check the address"
+                result.issues.append(WalkIssue(device, "transport", message))
+                logger.warning("SNMP walk of %s: %s", device, message)
+                break
+            learned: dict[str, bytes] = {}
+            observer = None
+            if session.engine is not None:
+                observer = _engine_id_observer(learned)
+                session.engine.observer.register_observer(observer, "rfc3412.prepareDataElements:response")
+            try:
+                answered, engine_id = await _probe(session, profile)
+                if not answered:
+                    result.issues.extend(session_issues)
+                    continue
+                result.answered = True
+                result.credentials = profile.name
+                result.version = profile.version
+                result.engine_id = learned.get("engine_id") or engine_id
+                await _walk_roots_of(session, settings, roots, result, started_at)
                 result.issues.extend(session_issues)
-                continue
-            result.answered = True
-            result.credentials = profile.name
-            result.version = profile.version
-            result.engine_id = learned.get("engine_id") or engine_id
-            await _walk_roots_of(session, settings, roots, result, started_at)
-            result.issues.extend(session_issues)
-            break
-        finally:
-            if observer is not None:
-                engine.observer.unregister_observer(observer)
-            if shared:
-                _SharedEngine.release(engine)
-            else:
-                _close_engine(engine)
+                break
+            finally:
+                if session.engine is not None:
+                    session.engine.observer.unregister_observer(observer)
+                    _close_engine(session.engine)
+    finally:
+        transports.close()
 
     result.finished_at = time.time()
     logger.info(
@@ -687,9 +713,51 @@ async def walk_device(
     return result
 
 
-async def _transport_target(hlapi: Any, host: str, port: int, settings: WalkSettings) -> Any:
-    transport_class = hlapi.Udp6TransportTarget if ":" in host else hlapi.UdpTransportTarget
-    return await transport_class.create((host, port), timeout=settings.timeout_s, retries=settings.retries)
+class _Transports:
+    """The sockets of one device walk: one community client for v1/v2c, one pysnmp target for v3."""
+
+    def __init__(self, host: str, port: int, settings: WalkSettings) -> None:
+        self.host = host
+        self.port = port
+        self.settings = settings
+        self.client: snmp_wire.CommunityClient | None = None
+        self.target: Any = None
+
+    async def session(self, device: str, profile: SnmpCredentials, issues: list[WalkIssue]) -> _Session:
+        settings = self.settings
+        if profile.version in ("1", "2c"):
+            if self.client is None:
+                self.client = await snmp_wire.CommunityClient.open(self.host, self.port)
+            return _Session(
+                device=device,
+                version=profile.version,
+                issues=issues,
+                client=self.client,
+                community=(profile.community or "").encode(),
+                timeout_s=settings.timeout_s,
+                retries=settings.retries,
+            )
+        hlapi = _hlapi()
+        if self.target is None:
+            transport_class = hlapi.Udp6TransportTarget if ":" in self.host else hlapi.UdpTransportTarget
+            self.target = await transport_class.create((self.host, self.port), timeout=settings.timeout_s, retries=settings.retries)
+        # Every v3 walk gets its own engine: pysnmp keeps USM time-window
+        # state per remote engine id, and two devices that share an engine
+        # id must not disturb each other.
+        return _Session(
+            device=device,
+            version=profile.version,
+            issues=issues,
+            engine=hlapi.SnmpEngine(),
+            auth=_auth_data(profile),
+            target=self.target,
+            context=hlapi.ContextData(contextName=profile.context.encode()),
+        )
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 def _engine_id_observer(learned: dict[str, bytes]):
@@ -701,36 +769,37 @@ def _engine_id_observer(learned: dict[str, bytes]):
     return observe
 
 
+def _socket_text(error: Exception) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return f"{error} (the host answered that nothing listens on this UDP port; check the port and that the SNMP agent runs)"
+    return str(error)
+
+
 async def _probe(session: _Session, profile: SnmpCredentials) -> tuple[bool, bytes | None]:
     """GET sysUpTime.0 and snmpEngineID.0; return (got a response, engine id the agent serves)."""
     oids = (SYS_UPTIME_OID,) if session.version == "1" else (SYS_UPTIME_OID, SNMP_ENGINE_ID_OID)
     try:
-        indication, status, index, varbinds = await _request(session, "get", oids)
-    except Exception as error:  # pysnmp raises PySnmpError and socket errors alike
-        session.issue("transport", f"{session.device}: SNMP v{session.version} request with profile {profile.name!r} failed: {error}")
+        failure, status, index, varbinds = await _request(session, "get", oids)
+    except Exception as error:  # pysnmp raises PySnmpError, the socket OSError
+        session.issue("transport", f"{session.device}: SNMP v{session.version} request with profile {profile.name!r} failed: {_socket_text(error)}")
         return False, None
-    if indication:
-        kind = _error_kind(indication)
+    if failure:
+        kind = failure.kind
         if kind == "timeout":
             message = f"{session.device}: no response to SNMP v{session.version} with profile {profile.name!r} (timed out)"
         elif kind == "auth":
-            message = f"{session.device}: SNMP v{session.version} profile {profile.name!r} rejected: {indication}; check the user, protocols and keys"
+            message = f"{session.device}: SNMP v{session.version} profile {profile.name!r} rejected: {failure}; check the user, protocols and keys"
         else:
-            message = f"{session.device}: SNMP v{session.version} with profile {profile.name!r} failed: {indication}"
+            message = f"{session.device}: SNMP v{session.version} with profile {profile.name!r} failed: {failure}"
         session.issue(kind, message)
         return False, None
     # An error-status response (noSuchName from a v1 agent) still proves that
     # the credentials work.
     engine_id = None
     if not status:
-        for oid, value in varbinds:
-            if tuple(oid) == SNMP_ENGINE_ID_OID:
-                try:
-                    value_type, converted = _convert(value)
-                except ValueError:
-                    continue
-                if value_type == OCTET_STRING and converted:
-                    engine_id = converted
+        for oid, value_type, value in varbinds:
+            if oid == SNMP_ENGINE_ID_OID and value_type == OCTET_STRING and value:
+                engine_id = value
     return True, engine_id
 
 
@@ -744,6 +813,10 @@ async def _walk_roots_of(
     control = RepetitionControl(settings.max_repetitions, settings.min_repetitions)
     device_deadline = time.monotonic() + settings.device_time_cap_s
     empty_view = True
+    # The varbinds of the last response past the end of the previous root:
+    # the roots are in OID order, so they may already hold the start of the
+    # next root (or prove it empty), which saves a request per root.
+    carry: list[_Bound] = []
     for position, (name, root) in enumerate(roots):
         if time.monotonic() >= device_deadline:
             skipped = ", ".join(skipped_name for skipped_name, _ in roots[position:])
@@ -754,7 +827,8 @@ async def _walk_roots_of(
                 root,
             )
             return
-        outcome = await _walk_root(session, settings, control, name, root, result.varbinds, device_deadline)
+        outcome = await _walk_root(session, settings, control, name, root, result.varbinds, device_deadline, carry)
+        carry = outcome.leftover
         result.complete[name] = outcome.complete
         if outcome.count:
             empty_view = False
@@ -775,6 +849,8 @@ class _RootOutcome:
     count: int = 0
     complete: bool = False
     fatal: bool = False
+    # Varbinds of the last response from the first one past this root on.
+    leftover: list[_Bound] = field(default_factory=list)
 
 
 async def _walk_root(
@@ -785,88 +861,45 @@ async def _walk_root(
     root: tuple[int, ...],
     out: list[Varbind],
     device_deadline: float,
+    carry: list[_Bound],
 ) -> _RootOutcome:
-    """Walk one root, appending its varbinds to ``out``."""
+    """Walk one root, appending its varbinds to ``out``.
+
+    ``carry`` holds the successors of the previous root's last OID that the
+    previous response returned past that root. Those before ``root`` are
+    skipped; those inside it are kept as if requested; one past it, or an
+    endOfMibView, completes the root without a request.
+    """
     outcome = _RootOutcome()
     root_length = len(root)
     last = root
     deadline = min(time.monotonic() + settings.table_time_cap_s, device_deadline)
-    use_bulk = session.version != "1"
-
     while True:
-        if time.monotonic() >= deadline:
-            session.issue(
-                "cap",
-                f"{session.device}: {name} cut off after {outcome.count} varbinds at OID {_oid_text(last)}: "
-                f"time cap of {settings.table_time_cap_s:g} s per table (or the device cap) reached",
-                last,
-            )
-            return outcome
-
-        try:
-            if use_bulk:
-                indication, status, index, varbinds = await _request(session, "bulk", (last,), control.value)
-            else:
-                indication, status, index, varbinds = await _request(session, "next", (last,))
-        except Exception as error:  # pysnmp raises PySnmpError and socket errors alike
-            session.issue("transport", f"{session.device}: request in {name} at OID {_oid_text(last)} failed: {error}", last)
-            outcome.fatal = True
-            return outcome
-
-        if indication:
-            kind = _error_kind(indication)
-            if kind == "timeout" and use_bulk and control.timed_out():
-                session.shrunk("timeout", name, last, control.value)
-                continue
-            session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {indication}", last)
-            outcome.fatal = kind in ("timeout", "transport")
-            return outcome
-
-        if status:
-            status_name = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
-            status_code = int(status)
-            if status_code == 1:  # tooBig
-                if use_bulk and control.too_big():
-                    session.shrunk("too_big", name, last, control.value)
-                    continue
-                session.issue(
-                    "too_big",
-                    f"{session.device}: {name} stopped at OID {_oid_text(last)}: the agent answers tooBig even for "
-                    f"max-repetitions {control.value}",
-                    last,
-                )
+        if carry:
+            varbinds, carry = carry, []
+            skip_before_root = True
+        else:
+            skip_before_root = False
+            varbinds = await _next_response(session, settings, control, name, last, deadline, outcome)
+            if varbinds is None:
                 return outcome
-            if status_code == 2 and session.version == "1":
-                # noSuchName to a v1 GETNEXT is the end of the MIB view.
-                outcome.complete = True
-                return outcome
-            bad_oid = last
-            if index and 0 < int(index) <= len(varbinds):
-                bad_oid = tuple(varbinds[int(index) - 1][0])
-            session.issue(
-                "agent",
-                f"{session.device}: {name} stopped: the agent returned error-status {status_name} ({status_code}) for OID {_oid_text(bad_oid)}",
-                bad_oid,
-            )
-            return outcome
-
-        if not varbinds:
-            outcome.complete = True
-            return outcome
-        control.succeeded()
-
-        for oid_object, value in varbinds:
-            oid = tuple(oid_object)
+        for position, (oid, value_type, converted) in enumerate(varbinds):
             if oid[:root_length] != root:
+                if skip_before_root and oid < root and value_type != END_OF_MIB_VIEW:
+                    continue
                 outcome.complete = True
+                outcome.leftover = varbinds[position:]
                 return outcome
-            try:
-                value_type, converted = _convert(value)
-            except ValueError as error:
-                session.issue("decode", f"{session.device}: {name}: value of OID {_oid_text(oid)} skipped: {error}", oid)
-                value_type, converted = None, None
-            if value_type == END_OF_MIB_VIEW:
+            if value_type is None:
+                session.issue(
+                    "decode",
+                    f"{session.device}: {name}: value of OID {_oid_text(oid)} skipped: tag 0x{converted:02x} has no snmprec "
+                    "form, or its value is out of the type's range",
+                    oid,
+                )
+            elif value_type == END_OF_MIB_VIEW:
                 outcome.complete = True
+                outcome.leftover = varbinds[position:]
                 return outcome
             if oid <= last:
                 session.issue(
@@ -888,6 +921,89 @@ async def _walk_root(
                 return outcome
             out.append(Varbind(oid, value_type, converted))
             outcome.count += 1
+
+
+async def _next_response(
+    session: _Session,
+    settings: WalkSettings,
+    control: RepetitionControl,
+    name: str,
+    last: tuple[int, ...],
+    deadline: float,
+    outcome: _RootOutcome,
+) -> list[_Bound] | None:
+    """Request the successors of ``last``; return the varbinds, or None when the root ends.
+
+    Retries with a smaller max-repetitions on tooBig and silence. When the
+    root ends, the issue is recorded and ``outcome`` says whether the walk
+    must stop (``fatal``) or the root is complete (v1 noSuchName, an empty
+    response).
+    """
+    use_bulk = session.version != "1"
+    while True:
+        if time.monotonic() >= deadline:
+            session.issue(
+                "cap",
+                f"{session.device}: {name} cut off after {outcome.count} varbinds at OID {_oid_text(last)}: "
+                f"time cap of {settings.table_time_cap_s:g} s per table (or the device cap) reached",
+                last,
+            )
+            return None
+
+        try:
+            if use_bulk:
+                failure, status, index, varbinds = await _request(session, "bulk", (last,), control.value)
+            else:
+                failure, status, index, varbinds = await _request(session, "next", (last,))
+        except Exception as error:  # pysnmp raises PySnmpError, the socket OSError
+            session.issue("transport", f"{session.device}: request in {name} at OID {_oid_text(last)} failed: {_socket_text(error)}", last)
+            outcome.fatal = True
+            return None
+
+        if failure:
+            kind = failure.kind
+            # A response too large for the path can come back cut or not at
+            # all; a smaller one may pass.
+            if kind in ("timeout", "decode") and use_bulk and control.timed_out():
+                session.shrunk("timeout", name, last, control.value)
+                continue
+            session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {failure}", last)
+            outcome.fatal = kind in ("timeout", "transport", "decode")
+            return None
+
+        if status:
+            status_code = status
+            status_name = snmp_wire.ERROR_STATUS_NAMES[status] if 0 <= status < len(snmp_wire.ERROR_STATUS_NAMES) else "unknown"
+            if status_code == 1:  # tooBig
+                if use_bulk and control.too_big():
+                    session.shrunk("too_big", name, last, control.value)
+                    continue
+                session.issue(
+                    "too_big",
+                    f"{session.device}: {name} stopped at OID {_oid_text(last)}: the agent answers tooBig even for "
+                    f"max-repetitions {control.value}",
+                    last,
+                )
+                return None
+            if status_code == 2 and session.version == "1":
+                # noSuchName to a v1 GETNEXT is the end of the MIB view.
+                outcome.complete = True
+                return None
+            bad_oid = last
+            if 0 < index <= len(varbinds):
+                bad_oid = varbinds[index - 1][0]
+            session.issue(
+                "agent",
+                f"{session.device}: {name} stopped: the agent returned error-status {status_name} ({status_code}) for OID {_oid_text(bad_oid)}",
+                bad_oid,
+            )
+            return None
+
+        if not varbinds:
+            outcome.complete = True
+            return None
+        control.succeeded()
+        return varbinds
 
 
 # --------------------------------------------------------------------------
