@@ -4,7 +4,8 @@ The script writes one distinct walk per agent with the sample-network
 generator (``twin.sample``). Access switches have ifTable, ifXTable,
 BRIDGE-MIB and Q-BRIDGE-MIB forwarding tables and LLDP neighbours, and the
 core router has its ARP table. snmpsim serves the walks on ``--agents``
-ports of 127.0.0.1 (spread over ``--processes`` responder processes).
+ports of 127.0.0.1 (spread over ``--processes`` responder processes; agents
+are taken from the processes in turn, so concurrent walks load them all).
 Then, in the same run and over the same agents and roots
 (:data:`twin.discovery.snmp_live.WALK_ROOTS`):
 
@@ -25,8 +26,9 @@ on one 127.0.0.1 port per agent and delays both contenders alike.
 Each round prints devices per second for each contender and their ratio.
 It prints the varbinds each one got, compared agent by agent. The peer's
 count leaves out the endOfMibView lines that snmpbulkwalk prints past the
-end of the MIB view. It also prints the walker's timeouts and the
-retransmissions the relay saw. At the end it
+end of the MIB view. It also prints the walker's timeouts, the
+retransmissions the relay saw, and the CPU seconds that snmpsim and the
+relay spent while each contender ran. At the end it
 prints the peak resident set size of this process, of each snmpsim process
 and of the relay (``VmHWM`` from ``/proc``, read before they stop).
 
@@ -48,6 +50,7 @@ import collections
 import contextlib
 import logging
 import multiprocessing
+import os
 import resource
 import socket
 import subprocess
@@ -289,6 +292,20 @@ class LatencyRelay:
 # --------------------------------------------------------------------------
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the user plus system CPU seconds that the running processes ``pids`` have used."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # Fields 14 and 15 of proc(5) (utime, stime), counted after the name.
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """Return the peak resident set size (VmHWM) of a running process in MiB, or None when unknown."""
     try:
@@ -365,6 +382,9 @@ class Round:
     product_issues: int = 0
     product_timeouts: int = 0
     product_retransmissions: int | None = None
+    # CPU seconds snmpsim and the relay spent while each contender ran.
+    product_agent_cpu_s: float = 0.0
+    peer_agent_cpu_s: float = 0.0
     peer_s: float = 0.0
     peer_varbinds: list[int] = field(default_factory=list)
     peer_retransmissions: int | None = None
@@ -386,7 +406,9 @@ class Round:
         return [index for index, (ours, theirs) in enumerate(zip(self.product_varbinds, self.peer_varbinds)) if ours != theirs]
 
 
-def run_round(endpoints: list[tuple[str, int, str]], concurrency: int, latency_ms: float, relay: LatencyRelay | None) -> Round:
+def run_round(
+    endpoints: list[tuple[str, int, str]], concurrency: int, latency_ms: float, relay: LatencyRelay | None, agent_pids: list[int]
+) -> Round:
     measured = Round(latency_ms=latency_ms, agents=len(endpoints))
     counter = _TimeoutCounter()
     walker_log = logging.getLogger("twin.discovery.snmp_live")
@@ -398,9 +420,11 @@ def run_round(endpoints: list[tuple[str, int, str]], concurrency: int, latency_m
     try:
         started = time.perf_counter()
         cpu_started = time.process_time()
+        agent_cpu_started = cpu_seconds(agent_pids)
         results = asyncio.run(walk_all(endpoints, concurrency))
         measured.product_s = time.perf_counter() - started
         measured.product_cpu_s = time.process_time() - cpu_started
+        measured.product_agent_cpu_s = cpu_seconds(agent_pids) - agent_cpu_started
     finally:
         walker_log.removeHandler(counter)
         walker_log.setLevel(previous_level)
@@ -414,8 +438,10 @@ def run_round(endpoints: list[tuple[str, int, str]], concurrency: int, latency_m
         relay.command("reset")
 
     started = time.perf_counter()
+    agent_cpu_started = cpu_seconds(agent_pids)
     measured.peer_varbinds = [peer_walk(host, port, community) for host, port, community in endpoints]
     measured.peer_s = time.perf_counter() - started
+    measured.peer_agent_cpu_s = cpu_seconds(agent_pids) - agent_cpu_started
     if relay is not None:
         measured.peer_retransmissions = relay.command("stats")["retransmissions"]
     return measured
@@ -428,12 +454,13 @@ def print_round(measured: Round, concurrency: int) -> None:
     print(
         f"  product walk_device x{concurrency}: {measured.product_s:8.2f} s {measured.product_rate:7.2f} devices/s "
         f"{sum(measured.product_varbinds)} varbinds, {measured.product_issues} walks with issues, "
-        f"{measured.product_timeouts} timeouts{retransmitted}, {measured.product_cpu_s:.1f} s CPU in this process"
+        f"{measured.product_timeouts} timeouts{retransmitted}, {measured.product_cpu_s:.1f} s CPU in this process, "
+        f"{measured.product_agent_cpu_s:.1f} s in the agents"
     )
     retransmitted = "" if measured.peer_retransmissions is None else f", {measured.peer_retransmissions} retransmissions"
     print(
         f"  peer snmpbulkwalk sequential: {measured.peer_s:8.2f} s {measured.peer_rate:7.2f} devices/s "
-        f"{sum(measured.peer_varbinds)} varbinds{retransmitted}"
+        f"{sum(measured.peer_varbinds)} varbinds{retransmitted}, {measured.peer_agent_cpu_s:.1f} s CPU in the agents"
     )
     mismatched = measured.mismatched
     if mismatched:
@@ -487,13 +514,23 @@ def main(argv: list[str] | None = None) -> int:
                 count = min(per_process, args.agents - start)
                 simulators.append(stack.enter_context(Snmpsim(data, count)))
                 direct += simulators[-1].endpoints
+            # Every process serves every walk, so agents are taken from the
+            # processes in turn: the walks in flight (started in agent order)
+            # then keep every process busy, not only the first.
+            direct = [
+                simulator.endpoints[index]
+                for index in range(per_process)
+                for simulator in simulators
+                if index < len(simulator.endpoints)
+            ]
             endpoints = [(host, port, community) for (host, port), community in zip(direct, communities)]
             print(f"agents: {len(endpoints)} on 127.0.0.1 in {-(-args.agents // per_process)} snmpsim processes")
 
             # Warm-up: snmpsim opens and indexes each data file on its first request.
             asyncio.run(walk_all(endpoints, args.concurrency))
 
-            rounds.append(run_round(endpoints, args.concurrency, 0.0, None))
+            simulator_pids = [simulator.process.pid for simulator in simulators if simulator.process]
+            rounds.append(run_round(endpoints, args.concurrency, 0.0, None, simulator_pids))
             print_round(rounds[-1], args.concurrency)
             relay = None
             if latencies_ms:
@@ -501,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 relayed = [("127.0.0.1", port, community) for port, community in zip(relay.ports, communities)]
                 for latency_ms in latencies_ms:
                     relay.command("latency", latency_ms / 1000)
-                    rounds.append(run_round(relayed, args.concurrency, latency_ms, relay))
+                    rounds.append(run_round(relayed, args.concurrency, latency_ms, relay, simulator_pids + [relay.pid]))
                     print_round(rounds[-1], args.concurrency)
             product_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             simulator_peaks = [peak_rss_mib(simulator.process.pid) for simulator in simulators if simulator.process]
