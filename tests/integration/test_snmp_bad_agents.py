@@ -141,7 +141,7 @@ def test_backwards_keeps_rows_before_bad_oid(agent_log):
     assert incomplete == {name for name, root in snmp_live.WALK_ROOTS if IF_ENTRY[: len(root)] == root}
 
 
-@pytest.mark.parametrize("mode", ["too_big", "silent_bulk"])
+@pytest.mark.parametrize("mode", ["too_big", "silent_bulk", "garbled_bulk"])
 def test_large_bulk_shrinks_and_completes(agent_log, caplog, mode):
     caplog.set_level("INFO", logger="twin.discovery.snmp_live")
     with start_bad_agent(mode, agent_log) as agent:
@@ -151,11 +151,13 @@ def test_large_bulk_shrinks_and_completes(agent_log, caplog, mode):
     assert walked(result) == expected_varbinds(mode)
     assert all(result.complete.values())
     # One warning names the device and reports that the walk recovered, and no other issue is raised.
-    recovered_kind = "too_big" if mode == "too_big" else "timeout"
+    recovered_kind = {"too_big": "too_big", "silent_bulk": "timeout", "garbled_bulk": "decode"}[mode]
     warnings = [issue for issue in result.issues if issue.kind == recovered_kind]
     assert len(warnings) == 1
     assert agent.target in warnings[0].message
     assert "max-repetitions lowered" in warnings[0].message
+    if mode == "garbled_bulk":
+        assert "malformed" in warnings[0].message
     others = [issue for issue in result.issues if issue is not warnings[0]]
     assert [issue for issue in others if issue.kind in ("transport", "timeout", "agent", "order", "too_big")] == []
 

@@ -181,6 +181,15 @@ def test_v1_next_walk_system_group(agent):
     assert walked == subtree
 
 
+async def request_once(host, port, version, community, oids, *, timeout_s=TIMEOUT_S, retries=RETRIES):
+    """Send one GET through a new client and return the response."""
+    client = await CommunityClient.open(host, port)
+    try:
+        return await client.request(version, community, "get", oids, timeout_s=timeout_s, retries=retries)
+    finally:
+        client.close()
+
+
 def test_v2c_get_present_and_missing(agent):
     host, port, generated = agent
     path = generated[0]
@@ -188,14 +197,7 @@ def test_v2c_get_present_and_missing(agent):
     missing = SYSTEM + (99, 0)
     assert missing not in expected
 
-    async def get():
-        client = await CommunityClient.open(host, port)
-        try:
-            return await client.request(1, path.stem.encode(), "get", [SYS_NAME, missing], timeout_s=TIMEOUT_S, retries=RETRIES)
-        finally:
-            client.close()
-
-    response = run(get())
+    response = run(request_once(host, port, 1, path.stem.encode(), [SYS_NAME, missing]))
 
     assert response.error_status == 0
     assert response.varbinds[0] == (SYS_NAME, *expected[SYS_NAME])
@@ -209,14 +211,7 @@ def test_v1_get_missing_is_no_such_name(agent):
     path = generated[0]
     missing = SYSTEM + (99, 0)
 
-    async def get():
-        client = await CommunityClient.open(host, port)
-        try:
-            return await client.request(0, path.stem.encode(), "get", [SYS_NAME, missing], timeout_s=TIMEOUT_S, retries=RETRIES)
-        finally:
-            client.close()
-
-    response = run(get())
+    response = run(request_once(host, port, 0, path.stem.encode(), [SYS_NAME, missing]))
 
     # RFC 1157: noSuchName (2), and error-index names the second varbind.
     assert response.version == 0
@@ -227,14 +222,7 @@ def test_v1_get_missing_is_no_such_name(agent):
 def test_unknown_community_times_out(agent):
     host, port, _ = agent
 
-    async def get():
-        client = await CommunityClient.open(host, port)
-        try:
-            return await client.request(1, b"no-such-community", "get", [SYS_NAME], timeout_s=0.3, retries=1)
-        finally:
-            client.close()
-
     with pytest.raises(RequestTimeout) as caught:
-        run(get())
+        run(request_once(host, port, 1, b"no-such-community", [SYS_NAME], timeout_s=0.3, retries=1))
 
     assert caught.value.attempts == 2

@@ -18,6 +18,10 @@ protocol API (``pysnmp.proto.api.v2c``) and pyasn1's BER codec. Modes:
 ``silent_bulk``
     GETBULK with max-repetitions above ``--threshold`` gets no answer at all;
     smaller requests are answered.
+``garbled_bulk``
+    GETBULK with max-repetitions above ``--threshold`` gets only the first
+    half of its encoded response, which no decoder can read; smaller
+    requests are answered.
 ``silent``
     Receives every request and answers none.
 ``binary``
@@ -59,9 +63,9 @@ __all__ = [
     "start_bad_agent",
 ]
 
-MODES = ("normal", "backwards", "too_big", "silent_bulk", "silent", "binary")
+MODES = ("normal", "backwards", "too_big", "silent_bulk", "garbled_bulk", "silent", "binary")
 COMMUNITY = "bad-public"
-# GETBULK max-repetitions above which too_big and silent_bulk misbehave.
+# GETBULK max-repetitions above which too_big, silent_bulk and garbled_bulk misbehave.
 DEFAULT_THRESHOLD = 10
 # Seconds the agent runs before it exits on its own (default 600).
 DEFAULT_LIFETIME_S = 600.0
@@ -257,6 +261,9 @@ class _Agent:
                 varbinds += row
                 cursors = [oid for oid, _ in row]
             v2c.apiPDU.set_varbinds(response_pdu, varbinds)
+            if repetitions > self.threshold and self.mode == "garbled_bulk":
+                encoded = encoder.encode(response)
+                return encoded[: len(encoded) // 2], record
         elif request.isSameTypeWith(v2c.GetNextRequestPDU()):
             v2c.apiPDU.set_varbinds(response_pdu, [self.next_of(oid) for oid in names])
         elif request.isSameTypeWith(v2c.GetRequestPDU()):

@@ -481,7 +481,7 @@ class _Failure:
         return self.text
 
 
-# (oid, value type, value) as :class:`twin.discovery.snmp_wire.Response` holds them.
+# (oid, value type, value), as in :class:`twin.discovery.snmp_wire.Response`.
 _Bound = tuple[tuple[int, ...], str | None, Any]
 
 
@@ -517,7 +517,8 @@ class _Session:
 
     def shrunk(self, kind: str, name: str, oid: tuple[int, ...], repetitions: int) -> None:
         """Report once per device that the agent needed a smaller max-repetitions, and log every shrink."""
-        cause = "answered tooBig" if kind == "too_big" else "did not answer"
+        causes = {"too_big": "answered tooBig", "decode": "answered only with malformed datagrams"}
+        cause = causes.get(kind, "did not answer")
         logger.info("SNMP walk of %s: %s in %s at %s; retrying with max-repetitions %d", self.device, cause, name, _oid_text(oid), repetitions)
         if kind in self.recovered:
             return
@@ -865,7 +866,7 @@ async def _walk_root(
 ) -> _RootOutcome:
     """Walk one root, appending its varbinds to ``out``.
 
-    ``carry`` holds the successors of the previous root's last OID that the
+    ``carry`` contains the successors of the previous root's last OID that the
     previous response returned past that root. Those before ``root`` are
     skipped; those inside it are kept as if requested; one past it, or an
     endOfMibView, completes the root without a request.
@@ -935,7 +936,7 @@ async def _next_response(
     """Request the successors of ``last``; return the varbinds, or None when the root ends.
 
     Retries with a smaller max-repetitions on tooBig and silence. When the
-    root ends, the issue is recorded and ``outcome`` says whether the walk
+    root ends, the issue is recorded and ``outcome`` records whether the walk
     must stop (``fatal``) or the root is complete (v1 noSuchName, an empty
     response).
     """
@@ -965,7 +966,7 @@ async def _next_response(
             # A response too large for the path can come back cut or not at
             # all; a smaller one may pass.
             if kind in ("timeout", "decode") and use_bulk and control.timed_out():
-                session.shrunk("timeout", name, last, control.value)
+                session.shrunk(kind, name, last, control.value)
                 continue
             session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {failure}", last)
             outcome.fatal = kind in ("timeout", "transport", "decode")
