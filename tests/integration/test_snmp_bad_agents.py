@@ -272,3 +272,22 @@ def test_shared_engine_id_warns_naming_both(tmp_path):
     assert f"{first.address}:161" in warning[0]
     assert f"{second.address}:161" in warning[0]
     assert output.count("answered (v3") == 2, output
+
+
+@pytest.mark.parametrize(
+    ("caps", "named"),
+    [
+        ({"device_time_cap_s": 0.8}, "device time cap of 0.8 s"),
+        ({"table_time_cap_s": 0.8}, "time cap of 0.8 s per table"),
+    ],
+)
+def test_cap_message_names_the_cap(agent_log, caps, named):
+    # Each oversized GETBULK waits 0.5 s unanswered, so the first table
+    # passes 0.8 s while the walker shrinks max-repetitions.
+    settings = snmp_live.WalkSettings(timeout_s=0.5, retries=0, max_repetitions=25, **caps)
+    with start_bad_agent("silent_bulk", agent_log) as agent:
+        result = walk(agent, settings)
+    cut = [issue for issue in result.issues if issue.kind == "cap" and "cut off" in issue.message]
+    assert cut, result.issues
+    assert named in cut[0].message
+    assert agent.target in cut[0].message

@@ -254,6 +254,7 @@ def test_cli_crawl_then_stale_without_agent(community, tmp_path):
         workspace = tmp_path / "ws.sqlite"
         first = runner.invoke(app, ["discover", "snmp", "--site", str(site_dir), "-w", str(workspace)])
         assert first.exit_code == 0, first.output
+        assert f"{len(devices)} devices tried, {len(devices)} answered," in first.output
         with EmbeddedStore(workspace) as store:
             twin = store.load_twin()
         assert {d.name for d in devices} <= hostnames(twin)
@@ -264,6 +265,9 @@ def test_cli_crawl_then_stale_without_agent(community, tmp_path):
         second = runner.invoke(app, ["discover", "snmp", "--site", str(site_dir), "-w", str(workspace)])
         assert second.exit_code == 1, second.output
         assert f"{devices[1].address}:{agents.port}: NOT WALKED: no answer" in second.output
+        assert "2 devices tried, 1 answered," in second.output
+        # The hint on unanswered devices comes after the issues it explains.
+        assert second.output.index("issue (") < second.output.index("hint:")
 
     with EmbeddedStore(workspace) as store:
         twin = store.load_twin()

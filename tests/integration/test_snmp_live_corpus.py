@@ -206,22 +206,40 @@ def test_corpus_v1(agents, fragment):
     assert observation_keys(live) == observation_keys(recorded)
 
 
-def test_credentials_fall_back_in_order(agents):
+WRONG_USER = SnmpCredentials(
+    name="v3 wrong user", version="3", user="nobody", auth_protocol="sha256", auth_key="wrong-key-123",
+    priv_protocol="aes128", priv_key="wrong-key-456", context="binary",
+)
+
+
+def test_credentials_fall_back_in_order(agents, caplog):
     simulator, _ = agents
     host, port = simulator.endpoints[0]
-    wrong_user = SnmpCredentials(
-        name="v3 wrong user", version="3", user="nobody", auth_protocol="sha256", auth_key="wrong-key-123",
-        priv_protocol="aes128", priv_key="wrong-key-456", context="binary",
-    )
     settings = WalkSettings(timeout_s=0.5, retries=0)
+    caplog.set_level("INFO", logger="twin.discovery.snmp_live")
 
-    result = walk(host, port, [wrong_user, v2c("no-such-community"), v2c("binary")], settings)
+    result = walk(host, port, [WRONG_USER, v2c("no-such-community"), v2c("binary")], settings)
 
     assert result.answered
     assert result.credentials == "v2c"
-    kinds = [issue.kind for issue in result.issues]
-    assert kinds[0] == "auth"
-    assert kinds[1] == "timeout"
+    # The earlier profiles' failures are expected with a fallback list:
+    # logged, not issues of the walk.
+    assert result.issues == []
+    messages = [record.getMessage() for record in caplog.records if "answered instead" in record.getMessage()]
+    assert len(messages) == 2
+    assert "'v3 wrong user' rejected" in messages[0]
+    assert "timed out" in messages[1]
+    assert all(record.levelname == "INFO" for record in caplog.records if "answered instead" in record.getMessage())
+
+
+def test_failed_profiles_are_issues_without_answer(agents):
+    simulator, _ = agents
+    host, port = simulator.endpoints[0]
+
+    result = walk(host, port, [WRONG_USER, v2c("no-such-community")], WalkSettings(timeout_s=0.5, retries=0))
+
+    assert not result.answered
+    assert [issue.kind for issue in result.issues] == ["auth", "timeout"]
     assert all(issue.device == f"{host}:{port}" for issue in result.issues)
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.lab.snmp_chain import ChainDevice, device_varbinds
 from twin.discovery import snmp
 from twin.discovery.crawl import COLLECTOR, live_origin, record_path, run_crawl, target_text
-from twin.discovery.snmp_live import SnmpCredentials, WalkResult
+from twin.discovery.snmp_live import WALK_ROOTS, SnmpCredentials, WalkResult
 from twin.graph.embedded import EmbeddedStore
 from twin.model.observation import Kind
 from twin.model.site import parse_site
@@ -48,9 +48,17 @@ def site_config(depth: int = 2, **replace: str):
 class RecordedWalks:
     """Walk function that returns walks of generated device tables and records every call."""
 
-    def __init__(self, devices: list[ChainDevice], engine_ids: dict[str, bytes] | None = None, port: int = 161):
+    def __init__(
+        self,
+        devices: list[ChainDevice],
+        engine_ids: dict[str, bytes] | None = None,
+        port: int = 161,
+        cut: dict[str, list[str]] | None = None,
+    ):
         self.devices = {(device.address, port): device for device in devices}
         self.engine_ids = engine_ids or {}
+        # Tables each host's walk reports as not finished.
+        self.cut = cut or {}
         self.calls: list[tuple[str, int]] = []
 
     async def __call__(self, host, port, credentials, settings) -> WalkResult:
@@ -69,7 +77,7 @@ class RecordedWalks:
             issues=[],
             started_at=now,
             finished_at=now,
-            complete={},
+            complete={name: name not in self.cut.get(host, []) for name, _ in WALK_ROOTS},
         )
 
 
@@ -306,6 +314,22 @@ def test_record_writes_one_file_per_device(tmp_path):
         assert [(o.kind, o.attrs, o.subject, o.seen_at) for o in replay.observations] == [
             (o.kind, o.attrs, o.subject, o.seen_at) for o in live.observations
         ]
+
+
+def test_record_marks_cut_walk(tmp_path):
+    devices = chain(2)
+    walks = RecordedWalks(devices, cut={devices[1].address: ["ifTable", "ipNetToMediaTable"]})
+    result = crawl_with(site_config(), walks, record_dir=tmp_path / "rec")
+    whole, cut = result.recorded
+
+    assert "# incomplete:" not in whole.read_text()
+    assert "# incomplete: ifTable, ipNetToMediaTable" in cut.read_text()
+    assert snmp.import_file(whole).issues == []
+    issues = snmp.import_file(cut).issues
+    assert len(issues) == 1
+    assert issues[0].field == "incomplete"
+    assert f"{devices[1].address}:161" in issues[0].message
+    assert "ifTable, ipNetToMediaTable" in issues[0].message
 
 
 def test_missing_credentials_config_error(monkeypatch):

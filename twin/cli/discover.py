@@ -377,12 +377,6 @@ def _print_crawl(result) -> None:
     for walk in result.walks:
         issues = f", {_count(len(walk.issues), 'issue')}" if walk.issues else ""
         out.print(f"{walk.target}: {_walk_state(walk)}{issues} in {walk.finished_at - walk.started_at:.1f} s", highlight=False, markup=False)
-    if any(not walk.answered and not any(i.kind == "auth" for i in walk.issues) for walk in result.walks):
-        err.print(
-            "hint: for a device with no answer, check its address and port, the community or v3 user in "
-            "credentials.snmp, and that its agent runs and accepts requests from this host",
-            highlight=False, markup=False,
-        )
     by_reason: dict[str, list[str]] = {}
     for target, reason in result.skipped:
         by_reason.setdefault(reason, []).append(target)
@@ -395,8 +389,17 @@ def _print_crawl(result) -> None:
         err.print(f"issue ({issue.kind}): {issue.message}", highlight=False, markup=False)
     if len(result.issues) > MAX_ISSUES_LISTED:
         err.print(f"... and {len(result.issues) - MAX_ISSUES_LISTED} more issues (in the log)", highlight=False, markup=False)
+    if any(not walk.answered and not any(i.kind == "auth" for i in walk.issues) for walk in result.walks):
+        err.print(
+            "hint: for a device with no answer, check its address and port, the community or v3 user in "
+            "credentials.snmp, and that its agent runs and accepts requests from this host",
+            highlight=False, markup=False,
+        )
+    answered = sum(1 for walk in result.walks if walk.answered)
+    duplicates = answered - len(result.results)
+    kept = f" ({duplicates} of them the same device as another, kept once)" if duplicates else ""
     out.print(
-        f"crawl {result.run_id}: {_count(len(result.walks), 'device')} walked, {len(result.results)} answered, "
+        f"crawl {result.run_id}: {_count(len(result.walks), 'device')} tried, {answered} answered{kept}, "
         f"{len(result.skipped)} skipped",
         highlight=False, markup=False,
     )

@@ -412,7 +412,7 @@ def show_device(
         obs.add_column(col)
     for row in detail.observations.head(50).itertuples(index=False):
         facts = ", ".join(f"{k}={display_text(v)}" for k, v in list(row.attrs.items())[:6])
-        obs.add_row(row.kind, row.source, row.origin, row.role, facts[:160])
+        obs.add_row(row.kind, row.source, row.origin, row.role, facts if len(facts) <= 160 else facts[:159] + "…")
     out.print(obs)
 
     names = _device_names(ws, snapshot)

@@ -297,6 +297,10 @@ def _record(walk: WalkResult, record_dir: Path, run_id: str) -> Path:
     }
     if walk.engine_id:
         comment["engine id"] = walk.engine_id.hex()
+    cut = [name for name, complete in walk.complete.items() if not complete]
+    if cut:
+        # A build of this file warns that the walk is partial.
+        comment["incomplete"] = ", ".join(cut)
     write_snmprec(walk.varbinds, path, comment=comment)
     seen_at = float(int(walk.finished_at))
     os.utime(path, (seen_at, seen_at))

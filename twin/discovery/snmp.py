@@ -207,6 +207,16 @@ def transform(
         result = transform_varbinds(varbinds, path=LIVE_ORIGIN_SCHEME + header.target, seen_at=header.seen_at or seen_at)
         add_live_provenance(result, header.target, header.run_id, header.profile, header.engine_id)
         result.path = path
+        if header.incomplete:
+            result.issues.append(
+                ImportIssue(
+                    path,
+                    f"the recorded walk of {header.target} did not finish {len(header.incomplete)} tables "
+                    f"({', '.join(header.incomplete)}), so this device may lack interfaces, addresses or links; "
+                    "crawl it again to complete it",
+                    field="incomplete",
+                )
+            )
     else:
         result = transform_varbinds(varbinds, path=path, seen_at=seen_at)
     result.issues[:0] = parse_issues.issues
@@ -230,6 +240,8 @@ class RecordingHeader(NamedTuple):
     seen_at: float | None
     profile: str | None
     engine_id: str | None
+    # Tables the walk did not finish (cut off, failed or never reached).
+    incomplete: tuple[str, ...] = ()
 
 
 def recording_header(text: str) -> RecordingHeader | None:
@@ -253,7 +265,10 @@ def recording_header(text: str) -> RecordingHeader | None:
             seen_at = datetime.fromisoformat(fields["time"]).timestamp()
         except ValueError:
             seen_at = None
-    return RecordingHeader(fields["target"], fields["run id"], seen_at, fields.get("profile") or None, fields.get("engine id") or None)
+    incomplete = tuple(name.strip() for name in fields.get("incomplete", "").split(",") if name.strip())
+    return RecordingHeader(
+        fields["target"], fields["run id"], seen_at, fields.get("profile") or None, fields.get("engine id") or None, incomplete
+    )
 
 
 def add_live_provenance(

@@ -526,7 +526,7 @@ class _Session:
         self.issue(
             kind,
             f"{self.device}: the agent {cause} to GETBULK in {name} at OID {_oid_text(oid)}; max-repetitions lowered to "
-            f"{repetitions} and the walk went on (nothing was lost)",
+            f"{repetitions} and the request sent again (a later issue says if the table still stopped)",
             oid,
         )
 
@@ -668,6 +668,10 @@ async def walk_device(
     for profile in credentials:
         _check_profile(profile)
     transports = _Transports(host, port, settings)
+    # Failures of profiles tried before the one that answers are expected
+    # with a fallback list (v3 first, then v2c), so they become issues only
+    # when no profile answers.
+    rejected: list[WalkIssue] = []
     try:
         for profile in credentials:
             session_issues: list[WalkIssue] = []
@@ -686,7 +690,7 @@ async def walk_device(
             try:
                 answered, engine_id = await _probe(session, profile)
                 if not answered:
-                    result.issues.extend(session_issues)
+                    rejected.extend(session_issues)
                     continue
                 result.answered = True
                 result.credentials = profile.name
@@ -702,6 +706,12 @@ async def walk_device(
     finally:
         transports.close()
 
+    for issue in rejected:
+        if result.answered:
+            logger.info("SNMP walk of %s: %s (profile %r answered instead)", device, issue.message, result.credentials)
+        else:
+            logger.warning("SNMP walk of %s: %s", device, issue.message)
+            result.issues.append(issue)
     result.finished_at = time.time()
     logger.info(
         "SNMP walk of %s: %s, %d varbinds, %d issues in %.2f s",
@@ -777,12 +787,17 @@ def _socket_text(error: Exception) -> str:
 
 
 async def _probe(session: _Session, profile: SnmpCredentials) -> tuple[bool, bytes | None]:
-    """GET sysUpTime.0 and snmpEngineID.0; return (got a response, engine id the agent serves)."""
+    """GET sysUpTime.0 and snmpEngineID.0; return (got a response, engine id the agent serves).
+
+    A failure goes to ``session.issues`` without a log line: the caller logs
+    it, as a warning only when no profile answers.
+    """
     oids = (SYS_UPTIME_OID,) if session.version == "1" else (SYS_UPTIME_OID, SNMP_ENGINE_ID_OID)
     try:
         failure, status, index, varbinds = await _request(session, "get", oids)
     except Exception as error:  # pysnmp raises PySnmpError, the socket OSError
-        session.issue("transport", f"{session.device}: SNMP v{session.version} request with profile {profile.name!r} failed: {_socket_text(error)}")
+        message = f"{session.device}: SNMP v{session.version} request with profile {profile.name!r} failed: {_socket_text(error)}"
+        session.issues.append(WalkIssue(session.device, "transport", message))
         return False, None
     if failure:
         kind = failure.kind
@@ -792,7 +807,7 @@ async def _probe(session: _Session, profile: SnmpCredentials) -> tuple[bool, byt
             message = f"{session.device}: SNMP v{session.version} profile {profile.name!r} rejected: {failure}; check the user, protocols and keys"
         else:
             message = f"{session.device}: SNMP v{session.version} with profile {profile.name!r} failed: {failure}"
-        session.issue(kind, message)
+        session.issues.append(WalkIssue(session.device, kind, message))
         return False, None
     # An error-status response (noSuchName from a v1 agent) still proves that
     # the credentials work.
@@ -874,14 +889,19 @@ async def _walk_root(
     outcome = _RootOutcome()
     root_length = len(root)
     last = root
-    deadline = min(time.monotonic() + settings.table_time_cap_s, device_deadline)
+    table_deadline = time.monotonic() + settings.table_time_cap_s
+    deadline = min(table_deadline, device_deadline)
+    if device_deadline <= table_deadline:
+        cap_text = f"device time cap of {settings.device_time_cap_s:g} s"
+    else:
+        cap_text = f"time cap of {settings.table_time_cap_s:g} s per table"
     while True:
         if carry:
             varbinds, carry = carry, []
             skip_before_root = True
         else:
             skip_before_root = False
-            varbinds = await _next_response(session, settings, control, name, last, deadline, outcome)
+            varbinds = await _next_response(session, control, name, last, deadline, cap_text, outcome)
             if varbinds is None:
                 return outcome
         for position, (oid, value_type, converted) in enumerate(varbinds):
@@ -926,11 +946,11 @@ async def _walk_root(
 
 async def _next_response(
     session: _Session,
-    settings: WalkSettings,
     control: RepetitionControl,
     name: str,
     last: tuple[int, ...],
     deadline: float,
+    cap_text: str,
     outcome: _RootOutcome,
 ) -> list[_Bound] | None:
     """Request the successors of ``last``; return the varbinds, or None when the root ends.
@@ -946,7 +966,7 @@ async def _next_response(
             session.issue(
                 "cap",
                 f"{session.device}: {name} cut off after {outcome.count} varbinds at OID {_oid_text(last)}: "
-                f"time cap of {settings.table_time_cap_s:g} s per table (or the device cap) reached",
+                f"{cap_text} reached",
                 last,
             )
             return None
