@@ -326,7 +326,7 @@ class _TimeoutCounter(logging.Handler):
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "did not answer in" in record.getMessage():
+        if "did not answer GETBULK in" in record.getMessage():
             self.count += 1
 
 

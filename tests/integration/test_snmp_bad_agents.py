@@ -95,7 +95,6 @@ def test_empty_roots_cost_no_request(agent_log):
     assert len(empty) >= 5, "the data set should leave several roots empty"
     with start_bad_agent("normal", agent_log) as agent:
         result = walk(agent)
-    # Read after the agent stopped: it logs a request after answering it.
     starts = bulk_starts(agent)
     assert walked(result) == rows
     assert all(result.complete[name] for name, _ in empty)
@@ -291,3 +290,18 @@ def test_cap_message_names_the_cap(agent_log, caps, named):
     assert cut, result.issues
     assert named in cut[0].message
     assert agent.target in cut[0].message
+
+
+def test_fatal_timeout_lists_tables_not_walked(agent_log):
+    # The agent never answers above 10 repetitions and the walker may not
+    # shrink below 11, so the first table fails and the walk ends there.
+    settings = snmp_live.WalkSettings(timeout_s=0.3, retries=0, max_repetitions=25, min_repetitions=11)
+    with start_bad_agent("silent_bulk", agent_log) as agent:
+        result = walk(agent, settings)
+    stopped = [issue for issue in result.issues if issue.kind == "timeout" and "stopped at OID" in issue.message]
+    assert len(stopped) == 1, result.issues
+    first, *rest = [name for name, _ in snmp_live.WALK_ROOTS]
+    assert f"{first} stopped" in stopped[0].message
+    assert "at max-repetitions 11" in stopped[0].message
+    assert f"tables not walked: {', '.join(rest)}" in stopped[0].message
+    assert not any(result.complete[name] for name in rest)

@@ -292,11 +292,13 @@ def serve(mode: str, port: int, threshold: int, lifetime: float, log_path: str |
         except Exception as error:  # noqa: BLE001 - a malformed request is logged, not fatal
             reply, record = None, {"pdu": "undecodable", "error": str(error)}
         record["answered"] = reply is not None
-        if reply is not None:
-            sock.sendto(reply, peer)
+        # Logged before the reply is sent, so a test that stops the agent
+        # right after its last response still finds that request in the log.
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()
+        if reply is not None:
+            sock.sendto(reply, peer)
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ The integration test runs the same crawl against snmpsim agents.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -327,7 +328,7 @@ def test_record_marks_cut_walk(tmp_path):
     assert snmp.import_file(whole).issues == []
     issues = snmp.import_file(cut).issues
     assert len(issues) == 1
-    assert issues[0].field == "incomplete"
+    assert "did not finish 2 tables" in issues[0].message
     assert f"{devices[1].address}:161" in issues[0].message
     assert "ifTable, ipNetToMediaTable" in issues[0].message
 
@@ -599,3 +600,22 @@ def test_neighbour_skipped_listed_once():
     assert phone.address not in walked_addresses(walks)
     listed = [target for target, _ in result.skipped if target.startswith(f"{phone.address}:161 ")]
     assert len(listed) == 1
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (["auth", "auth"], "NOT WALKED: the agent rejected every credentials profile"),
+        (["auth", "timeout"], "NOT WALKED: no credentials profile got a response (1 rejected, 1 without an answer)"),
+        (["timeout"], "NOT WALKED: no answer"),
+    ],
+)
+def test_unanswered_walk_state_counts_profiles(kinds, expected):
+    from twin.cli.discover import _walk_state
+    from twin.discovery.snmp_live import WalkIssue
+
+    walk = RecordedWalks([])
+    result = asyncio.run(walk("10.231.0.9", 161, CREDENTIALS, None))
+    result.issues = [WalkIssue(result.target, kind, f"{kind} failure") for kind in kinds]
+
+    assert _walk_state(result) == expected

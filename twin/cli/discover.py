@@ -367,9 +367,12 @@ def _walk_state(walk) -> str:
     """Return how one walk ended, for the crawl summary."""
     if walk.answered:
         return f"answered ({walk.credentials}), {_count(len(walk.varbinds), 'varbind')}"
-    kinds = {issue.kind for issue in walk.issues}
-    if "auth" in kinds:
+    kinds = [issue.kind for issue in walk.issues]
+    rejected = kinds.count("auth")
+    if rejected and rejected == len(kinds):
         return "NOT WALKED: the agent rejected every credentials profile"
+    if rejected:
+        return f"NOT WALKED: no credentials profile got a response ({rejected} rejected, {len(kinds) - rejected} without an answer)"
     return "NOT WALKED: no answer"
 
 
@@ -389,7 +392,7 @@ def _print_crawl(result) -> None:
         err.print(f"issue ({issue.kind}): {issue.message}", highlight=False, markup=False)
     if len(result.issues) > MAX_ISSUES_LISTED:
         err.print(f"... and {len(result.issues) - MAX_ISSUES_LISTED} more issues (in the log)", highlight=False, markup=False)
-    if any(not walk.answered and not any(i.kind == "auth" for i in walk.issues) for walk in result.walks):
+    if any(not walk.answered and any(i.kind != "auth" for i in walk.issues) for walk in result.walks):
         err.print(
             "hint: for a device with no answer, check its address and port, the community or v3 user in "
             "credentials.snmp, and that its agent runs and accepts requests from this host",

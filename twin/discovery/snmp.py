@@ -214,7 +214,6 @@ def transform(
                     f"the recorded walk of {header.target} did not finish {len(header.incomplete)} tables "
                     f"({', '.join(header.incomplete)}), so this device may lack interfaces, addresses or links; "
                     "crawl it again to complete it",
-                    field="incomplete",
                 )
             )
     else:

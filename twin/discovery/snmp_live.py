@@ -517,15 +517,15 @@ class _Session:
 
     def shrunk(self, kind: str, name: str, oid: tuple[int, ...], repetitions: int) -> None:
         """Report once per device that the agent needed a smaller max-repetitions, and log every shrink."""
-        causes = {"too_big": "answered tooBig", "decode": "answered only with malformed datagrams"}
-        cause = causes.get(kind, "did not answer")
+        causes = {"too_big": "answered GETBULK with tooBig", "decode": "answered GETBULK only with malformed datagrams"}
+        cause = causes.get(kind, "did not answer GETBULK")
         logger.info("SNMP walk of %s: %s in %s at %s; retrying with max-repetitions %d", self.device, cause, name, _oid_text(oid), repetitions)
         if kind in self.recovered:
             return
         self.recovered.add(kind)
         self.issue(
             kind,
-            f"{self.device}: the agent {cause} to GETBULK in {name} at OID {_oid_text(oid)}; max-repetitions lowered to "
+            f"{self.device}: the agent {cause} in {name} at OID {_oid_text(oid)}; max-repetitions lowered to "
             f"{repetitions} and the request sent again (a later issue says if the table still stopped)",
             oid,
         )
@@ -851,6 +851,9 @@ async def _walk_roots_of(
         if outcome.fatal:
             # A transport failure or a silent agent ends the walk; the next
             # roots would only wait for the same timeout.
+            skipped = ", ".join(skipped_name for skipped_name, _ in roots[position + 1:])
+            if skipped and session.issues:
+                session.issues[-1].message += f"; tables not walked: {skipped}"
             return
     if empty_view:
         session.issue(
@@ -988,7 +991,8 @@ async def _next_response(
             if kind in ("timeout", "decode") and use_bulk and control.timed_out():
                 session.shrunk(kind, name, last, control.value)
                 continue
-            session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {failure}", last)
+            size = f" at max-repetitions {control.value}" if use_bulk else ""
+            session.issue(kind, f"{session.device}: {name} stopped at OID {_oid_text(last)}: {failure}{size}", last)
             outcome.fatal = kind in ("timeout", "transport", "decode")
             return None
 
