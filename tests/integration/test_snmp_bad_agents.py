@@ -293,8 +293,8 @@ def test_cap_message_names_the_cap(agent_log, caps, named):
 
 
 def test_fatal_timeout_lists_tables_not_walked(agent_log):
-    # The agent never answers above 10 repetitions and the walker may not
-    # shrink below 11, so the first table fails and the walk ends there.
+    # The agent sends no response above 10 repetitions and the walker may
+    # not shrink below 11, so the first table fails and the walk ends there.
     settings = snmp_live.WalkSettings(timeout_s=0.3, retries=0, max_repetitions=25, min_repetitions=11)
     with start_bad_agent("silent_bulk", agent_log) as agent:
         result = walk(agent, settings)

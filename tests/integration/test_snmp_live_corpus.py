@@ -225,11 +225,11 @@ def test_credentials_fall_back_in_order(agents, caplog):
     # The earlier profiles' failures are expected with a fallback list:
     # logged, not issues of the walk.
     assert result.issues == []
-    messages = [record.getMessage() for record in caplog.records if "answered instead" in record.getMessage()]
+    messages = [record.getMessage() for record in caplog.records if "got a response instead" in record.getMessage()]
     assert len(messages) == 2
     assert "'v3 wrong user' rejected" in messages[0]
     assert "timed out" in messages[1]
-    assert all(record.levelname == "INFO" for record in caplog.records if "answered instead" in record.getMessage())
+    assert all(record.levelname == "INFO" for record in caplog.records if "got a response instead" in record.getMessage())
 
 
 def test_failed_profiles_are_issues_without_answer(agents):

@@ -400,9 +400,9 @@ def _print_crawl(result) -> None:
         )
     answered = sum(1 for walk in result.walks if walk.answered)
     duplicates = answered - len(result.results)
-    kept = f" ({duplicates} of them the same device as another, kept once)" if duplicates else ""
+    duplicate_note = f" ({duplicates} of them the same device as another, kept once)" if duplicates else ""
     out.print(
-        f"crawl {result.run_id}: {_count(len(result.walks), 'device')} tried, {answered} answered{kept}, "
+        f"crawl {result.run_id}: {_count(len(result.walks), 'device')} tried, {answered} answered{duplicate_note}, "
         f"{len(result.skipped)} skipped",
         highlight=False, markup=False,
     )

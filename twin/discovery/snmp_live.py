@@ -668,9 +668,9 @@ async def walk_device(
     for profile in credentials:
         _check_profile(profile)
     transports = _Transports(host, port, settings)
-    # Failures of profiles tried before the one that answers are expected
-    # with a fallback list (v3 first, then v2c), so they become issues only
-    # when no profile answers.
+    # Failures of profiles tried before the one that gets a response are
+    # expected with a fallback list (v3 first, then v2c), so they become
+    # issues only when no profile gets a response.
     rejected: list[WalkIssue] = []
     try:
         for profile in credentials:
@@ -708,7 +708,7 @@ async def walk_device(
 
     for issue in rejected:
         if result.answered:
-            logger.info("SNMP walk of %s: %s (profile %r answered instead)", device, issue.message, result.credentials)
+            logger.info("SNMP walk of %s: %s (profile %r got a response instead)", device, issue.message, result.credentials)
         else:
             logger.warning("SNMP walk of %s: %s", device, issue.message)
             result.issues.append(issue)
@@ -789,8 +789,8 @@ def _socket_text(error: Exception) -> str:
 async def _probe(session: _Session, profile: SnmpCredentials) -> tuple[bool, bytes | None]:
     """GET sysUpTime.0 and snmpEngineID.0; return (got a response, engine id the agent serves).
 
-    A failure goes to ``session.issues`` without a log line: the caller logs
-    it, as a warning only when no profile answers.
+    A failure goes to ``session.issues`` without a log line. The caller logs
+    it, as a warning only when no profile gets a response.
     """
     oids = (SYS_UPTIME_OID,) if session.version == "1" else (SYS_UPTIME_OID, SNMP_ENGINE_ID_OID)
     try:
@@ -998,7 +998,7 @@ async def _next_response(
 
         if status:
             status_code = status
-            status_name = snmp_wire.ERROR_STATUS_NAMES[status] if 0 <= status < len(snmp_wire.ERROR_STATUS_NAMES) else "unknown"
+            status_name = snmp_wire.error_status_name(status)
             if status_code == 1:  # tooBig
                 if use_bulk and control.too_big():
                     session.shrunk("too_big", name, last, control.value)

@@ -52,6 +52,7 @@ __all__ = [
     "WireError",
     "decode_response",
     "encode_request",
+    "error_status_name",
 ]
 
 PDU_TAGS = {"get": 0xA0, "next": 0xA1, "response": 0xA2, "bulk": 0xA5}
@@ -94,7 +95,7 @@ class Response:
     """A decoded Response PDU.
 
     ``varbinds`` contains ``(oid, value_type, value)`` with the types and values
-    that :func:`twin.discovery.snmp.parse_snmprec` gives; ``value_type`` is
+    that :func:`twin.discovery.snmp.parse_snmprec` gives. ``value_type`` is
     None for a value with no snmprec form (an unknown tag, or an unsigned
     value out of its type's range), and ``value`` is then its identifier
     octet (0x47 for application tag 7).
@@ -110,9 +111,12 @@ class Response:
     @property
     def error_name(self) -> str:
         """Name of ``error_status`` as RFC 3416 spells it."""
-        if 0 <= self.error_status < len(ERROR_STATUS_NAMES):
-            return ERROR_STATUS_NAMES[self.error_status]
-        return f"unknown error-status {self.error_status}"
+        return error_status_name(self.error_status)
+
+
+def error_status_name(status: int) -> str:
+    """Return the RFC 3416 name of an error-status value, or "unknown" for one it does not define."""
+    return ERROR_STATUS_NAMES[status] if 0 <= status < len(ERROR_STATUS_NAMES) else "unknown"
 
 
 # --------------------------------------------------------------------------
